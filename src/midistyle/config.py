@@ -1,0 +1,377 @@
+"""Typed, validated settings loaded from ``params.yaml``.
+
+Every section of ``params.yaml`` maps to a frozen dataclass below. Loading is
+strict: an unknown key, a value of the wrong type or a value out of range raises
+:class:`ConfigError` with the dotted name of the key, e.g.
+``params.yaml: train.lr: must be > 0, got -1.0``.
+
+Field metadata carries the checks: ``gt``/``ge``/``le``/``lt`` bounds and
+``choices``. ``Optional`` fields accept ``null``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from midistyle.errors import UserError
+
+
+class ConfigError(UserError):
+    """A problem with params.yaml, naming the key."""
+
+
+def _f(default: Any = dataclasses.MISSING, **checks: Any) -> Any:
+    """A dataclass field with validation metadata (gt, ge, lt, le, choices)."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata=checks)
+    return field(default=default, metadata=checks)
+
+
+# ---------------------------------------------------------------- data sources
+@dataclass(frozen=True)
+class Source:
+    """One collection of MIDI pieces for a style. Exactly one of music21/url/local."""
+
+    music21: Optional[str] = None  # a composer or corpus folder of music21's corpus, e.g. "bach"
+    url: Optional[str] = None  # http(s) URL of a .mid/.midi file or a .zip/.tar(.gz) archive
+    sha256: Optional[str] = None  # required with url
+    local: Optional[str] = None  # a directory; "{corpus_dir}" is replaced by data.corpus_dir
+    include: str = "*"  # glob on the path relative to the collection (music21 paths too)
+    limit: Optional[int] = _f(None, gt=0)  # keep at most this many (seeded choice of the sorted list)
+
+    def check(self, where: str) -> None:
+        kinds = [k for k in ("music21", "url", "local") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ConfigError(f"{where}: a source needs exactly one of music21, url, local (got {kinds or 'none'})")
+        if self.url is not None:
+            if not re.match(r"^https?://", self.url):
+                raise ConfigError(f"{where}.url: must start with http:// or https://, got {self.url!r}")
+            if self.sha256 is None or not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+                raise ConfigError(f"{where}.sha256: a url source needs the 64-hex-digit sha256 of the file")
+        elif self.sha256 is not None:
+            raise ConfigError(f"{where}.sha256: only a url source takes a sha256")
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("music21", "url", "local") if getattr(self, k) is not None)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    profile: str = "default"
+    corpus_dir: str = "../shared/corpus"
+    # profile name -> style name -> list of sources
+    profiles: dict[str, dict[str, list[Source]]] = _f({})
+    max_download_mb: float = _f(512.0, gt=0)  # cap on one download and on what an archive extracts to
+    workers: int = _f(2, ge=1)  # processes converting/parsing in parallel
+
+    def check(self, where: str) -> None:
+        if self.profile not in self.profiles:
+            raise ConfigError(f"{where}.profile: unknown profile {self.profile!r}; known: {sorted(self.profiles)}")
+        for name, styles in self.profiles.items():
+            if len(styles) < 2:
+                raise ConfigError(f"{where}.profiles.{name}: needs at least two styles, got {sorted(styles)}")
+            for style, sources in styles.items():
+                if not re.fullmatch(r"[a-z][a-z0-9_]*", style):
+                    raise ConfigError(f"{where}.profiles.{name}.{style}: style names are lower-case identifiers")
+                if not sources:
+                    raise ConfigError(f"{where}.profiles.{name}.{style}: no sources")
+                for i, src in enumerate(sources):
+                    src.check(f"{where}.profiles.{name}.{style}[{i}]")
+
+    @property
+    def styles(self) -> dict[str, list[Source]]:
+        return self.profiles[self.profile]
+
+
+# ---------------------------------------------------------------- extraction
+@dataclass(frozen=True)
+class SplitParams:
+    val: float = _f(0.1, ge=0.0, lt=0.5)
+    test: float = _f(0.1, ge=0.0, lt=0.5)
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    steps_per_beat: int = _f(4, ge=1, le=24)  # grid steps per quarter note
+    pitch_low: int = _f(34, ge=0, le=127)
+    pitch_high: int = _f(84, ge=0, le=127)  # inclusive
+    out_of_range: str = _f("fold", choices=("fold", "drop"))
+    hands: str = _f("auto", choices=("auto", "duplicate"))  # duplicate = the report's behaviour
+    single_part: str = _f("split", choices=("split", "duplicate"))
+    split_pitch: int = _f(60, ge=0, le=127)  # single part: notes >= split_pitch go to the right hand
+    bars_per_window: int = _f(4, ge=1, le=64)
+    hop_bars: int = _f(2, ge=1, le=64)
+    max_beats_per_bar: int = _f(4, ge=1, le=16)  # window length = bars_per_window * this * steps_per_beat
+    min_notes_per_window: int = _f(1, ge=1)
+    split: SplitParams = _f(SplitParams())
+    shard_windows: int = _f(2048, ge=1)  # windows per shard (bounds memory and file size)
+    max_reject_share: float = _f(0.25, ge=0.0, le=1.0)  # fail the stage when more files are rejected
+    max_file_mb: float = _f(16.0, gt=0)  # larger files are rejected unread
+
+    def check(self, where: str) -> None:
+        if self.pitch_high < self.pitch_low:
+            raise ConfigError(f"{where}.pitch_high: must be >= pitch_low ({self.pitch_low}), got {self.pitch_high}")
+        if self.pitch_high - self.pitch_low + 1 < 12 and self.out_of_range == "fold":
+            raise ConfigError(f"{where}.out_of_range: fold needs a range of at least one octave")
+
+    @property
+    def n_pitches(self) -> int:
+        return self.pitch_high - self.pitch_low + 1
+
+    @property
+    def window_steps(self) -> int:
+        return self.bars_per_window * self.max_beats_per_bar * self.steps_per_beat
+
+
+# ---------------------------------------------------------------- model / training
+@dataclass(frozen=True)
+class ModelParams:
+    latent_size: int = _f(64, ge=1)
+    encoder: str = _f("per_hand", choices=("per_hand", "joint"))  # a GRU per hand, or one over both
+    encoder_hidden: int = _f(256, ge=1)
+    dense_size: int = _f(256, ge=1)  # dense ReLU layer between encoder states and (mu, logvar)
+    decoder_hidden: int = _f(512, ge=1)
+    autoregressive: bool = True  # decoder also reads the previous target frame (shifted right)
+    dropout: float = _f(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    lr: float = _f(1e-3, gt=0.0, le=1.0)
+    batch_size: int = _f(64, ge=1)
+    epochs: int = _f(20, ge=1)
+    clip_norm: float = _f(1.0, gt=0.0)
+    kl_weight: float = _f(1.0, ge=0.0)  # final weight of the KL term
+    kl_anneal_epochs: int = _f(5, ge=0)  # linear warm-up of the KL weight from 0
+    free_bits: float = _f(0.1, ge=0.0)  # nats per latent dimension not penalised
+    pos_weight: Optional[float] = _f(None, gt=0.0)  # null: from the training data's note density
+    max_pos_weight: float = _f(50.0, gt=0.0)
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    num_processes: int = _f(1, ge=1)  # >1: DistributedDataParallel under torchrun
+    threshold: float = _f(0.5, gt=0.0, lt=1.0)  # probability above which a cell is a note
+    log_reconstructions: int = _f(4, ge=0)  # windows logged to MLflow as MIDI and pictures
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    hidden: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+    epochs: int = _f(30, ge=1)
+    batch_size: int = _f(128, ge=1)
+    weight_decay: float = _f(1e-4, ge=0.0)
+
+
+@dataclass(frozen=True)
+class JudgeParams:
+    channels: int = _f(32, ge=1)
+    hidden: int = _f(128, ge=1)
+    lr: float = _f(1e-3, gt=0.0)
+    epochs: int = _f(15, ge=1)
+    batch_size: int = _f(128, ge=1)
+    weight_decay: float = _f(1e-4, ge=0.0)
+
+
+@dataclass(frozen=True)
+class TransferParams:
+    methods: list[str] = _f(["attribute_vector", "classifier_guided"])
+    alpha: float = _f(1.0, ge=0.0)  # attribute vector strength
+    guided_steps: int = _f(50, ge=1)
+    guided_lr: float = _f(0.05, gt=0.0)
+    guided_distance_weight: float = _f(0.1, ge=0.0)
+    max_pieces_per_style: Optional[int] = _f(None, gt=0)
+
+    def check(self, where: str) -> None:
+        known = ("attribute_vector", "classifier_guided")
+        for m in self.methods:
+            if m not in known:
+                raise ConfigError(f"{where}.methods: unknown method {m!r}; known: {list(known)}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    report_pieces_per_direction: int = _f(2, ge=0)
+    audio: str = _f("auto", choices=("auto", "soundfont", "synth", "none"))
+    sample_rate: int = _f(22050, ge=8000)
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = "midistyle"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(1234, ge=0)
+    data: DataParams = _f(DataParams())
+    extract: ExtractParams = _f(ExtractParams())
+    model: ModelParams = _f(ModelParams())
+    train: TrainParams = _f(TrainParams())
+    classifier: ClassifierParams = _f(ClassifierParams())
+    judge: JudgeParams = _f(JudgeParams())
+    transfer: TransferParams = _f(TransferParams())
+    evaluate: EvaluateParams = _f(EvaluateParams())
+    mlflow: MlflowParams = _f(MlflowParams())
+
+
+# ---------------------------------------------------------------- loading
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2), as DVC's -S writes it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            return _convert(value, arg, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported type {tp} at {where}")  # a bug in this module, not in params.yaml
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{where}: must be one of {list(meta['choices'])}, got {value!r}")
+    for key, ok, text in (
+        ("gt", lambda v, b: v > b, ">"),
+        ("ge", lambda v, b: v >= b, ">="),
+        ("lt", lambda v, b: v < b, "<"),
+        ("le", lambda v, b: v <= b, "<="),
+    ):
+        if key in meta and not ok(value, meta[key]):
+            raise ConfigError(f"{where}: must be {text} {meta[key]}, got {value!r}")
+
+
+def _build(cls: type, raw: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, raw)) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in raw:
+            kwargs[name] = _convert(raw[name], hints[name], key)
+            _check_bounds(kwargs[name], f.metadata, key)
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(where)
+    return obj
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Build :class:`Params` from a parsed mapping; errors are prefixed with ``source``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return _build(Params, raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; raises :class:`ConfigError` naming the bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        raw = load_yaml(path)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_params(raw, str(path))
+
+
+def as_dict(params: Any) -> Any:
+    """Plain-data view of a params object (for MLflow, checkpoints and JSON)."""
+    return dataclasses.asdict(params)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": 1e-3}``; lists stay as values."""
+    if dataclasses.is_dataclass(d):
+        d = dataclasses.asdict(d)
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

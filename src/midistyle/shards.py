@@ -1,0 +1,206 @@
+"""Window shards on disk: the extract stage writes them, training streams them.
+
+Layout of ``data/shards/``::
+
+    index.json            spec, styles, pieces, shards (windows per style, sha256)
+    train-00000.npz ...   at most ``shard_windows`` windows each
+    val-00000.npz, test-00000.npz
+
+Each shard holds, for N windows of W steps and P pitches:
+
+    rolls    bool  (N, W, 2, 2, P)   (step, hand, channel, pitch): see midistyle.roll
+    lengths  int32 (N,)              steps holding music; the rest is padding
+    style    int16 (N,)              index into index["styles"]
+    piece    int32 (N,)              index into index["pieces"]
+    start    int32 (N,)              first step of the window in its piece
+
+Reading holds one shard in memory at a time, so memory is bounded by the shard
+size, not the collection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from midistyle.errors import UserError
+from midistyle.fileio import atomic_write_bytes, npz_bytes, sha256_bytes, sha256_file
+from midistyle.roll import RollSpec
+
+SPLITS = ("train", "val", "test")
+FIELDS = ("rolls", "lengths", "style", "piece", "start")
+INDEX_NAME = "index.json"
+
+
+@dataclass
+class Batch:
+    rolls: np.ndarray  # bool (B, W, 2, 2, P)
+    lengths: np.ndarray  # int (B,)
+    style: np.ndarray  # int (B,)
+    piece: np.ndarray  # int (B,)
+    start: np.ndarray  # int (B,)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @classmethod
+    def concat(cls, parts: list["Batch"]) -> "Batch":
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
+
+    def take(self, idx) -> "Batch":
+        return Batch(*(getattr(self, f)[idx] for f in FIELDS))
+
+
+class ShardWriter:
+    """Buffers windows per split and writes a shard whenever ``shard_windows`` are ready."""
+
+    def __init__(self, out_dir: Path, spec: RollSpec, styles: list[str], shard_windows: int):
+        self.out_dir, self.spec, self.styles = Path(out_dir), spec, styles
+        self.shard_windows = shard_windows
+        self.buffers: dict[str, list[Batch]] = {s: [] for s in SPLITS}
+        self.buffered = dict.fromkeys(SPLITS, 0)
+        self.shards: list[dict] = []
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, split: str, batch: Batch) -> None:
+        self.buffers[split].append(batch)
+        self.buffered[split] += len(batch)
+        while self.buffered[split] >= self.shard_windows:
+            self._flush(split, self.shard_windows)
+
+    def _flush(self, split: str, n: int) -> None:
+        merged = Batch.concat(self.buffers[split])
+        head, rest = merged.take(slice(0, n)), merged.take(slice(n, None))
+        self.buffers[split] = [rest] if len(rest) else []
+        self.buffered[split] = len(rest)
+        k = sum(1 for s in self.shards if s["split"] == split)
+        name = f"{split}-{k:05d}.npz"
+        data = npz_bytes({f: getattr(head, f) for f in FIELDS})
+        atomic_write_bytes(self.out_dir / name, data)
+        counts = np.bincount(head.style, minlength=len(self.styles))
+        self.shards.append(
+            {
+                "file": name,
+                "split": split,
+                "windows": int(n),
+                "windows_per_style": {s: int(c) for s, c in zip(self.styles, counts)},
+                "sha256": sha256_bytes(data),
+            }
+        )
+
+    def close(self) -> list[dict]:
+        for split in SPLITS:
+            if self.buffered[split]:
+                self._flush(split, self.buffered[split])
+        return self.shards
+
+
+class ShardIndex:
+    """The extract stage's output, opened for reading."""
+
+    def __init__(self, root: Path, index: dict):
+        self.root = Path(root)
+        self.index = index
+        self.styles: list[str] = index["styles"]
+        self.spec = RollSpec(**index["spec"])
+        self.shards: list[dict] = index["shards"]
+        self.pieces: list[dict] = index["pieces"]
+
+    @classmethod
+    def open(cls, root: str | Path = "data/shards") -> "ShardIndex":
+        path = Path(root) / INDEX_NAME
+        if not path.exists():
+            raise UserError(f"{path}: no shard index (run `dvc repro extract` first)")
+        try:
+            index = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc.msg})") from None
+        return cls(Path(root), index)
+
+    def content_hash(self) -> str:
+        """sha256 of index.json, which holds every shard's sha256: names the data exactly."""
+        return sha256_file(self.root / INDEX_NAME)
+
+    def count(self, split: str) -> int:
+        return sum(s["windows"] for s in self.shards if s["split"] == split)
+
+    def style_counts(self, split: str) -> np.ndarray:
+        return np.array([sum(s["windows_per_style"][st] for s in self.shards if s["split"] == split) for st in self.styles])
+
+    def read_shard(self, shard: dict, verify: bool = False) -> Batch:
+        path = self.root / shard["file"]
+        if verify and sha256_file(path) != shard["sha256"]:
+            raise UserError(f"{path}: sha256 does not match {INDEX_NAME} (re-run `dvc repro extract`)")
+        with np.load(path, allow_pickle=False) as z:
+            return Batch(*(z[f] for f in FIELDS))
+
+    def load_split(self, split: str, limit: int | None = None) -> Batch:
+        """Every window of a split in one Batch (for the small val/test splits)."""
+        parts, n = [], 0
+        for shard in self.shards:
+            if shard["split"] != split:
+                continue
+            parts.append(self.read_shard(shard))
+            n += len(parts[-1])
+            if limit is not None and n >= limit:
+                break
+        if not parts:
+            raise UserError(f"{self.root}: no {split} windows")
+        batch = Batch.concat(parts)
+        return batch.take(slice(0, limit)) if limit is not None else batch
+
+    def num_batches(self, split: str, batch_size: int, world_size: int = 1) -> int:
+        """Batches each process sees per epoch (equal across processes, as DDP needs)."""
+        return (self.count(split) // batch_size) // world_size if world_size > 1 else -(-self.count(split) // batch_size)
+
+    def iter_batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Iterator[Batch]:
+        """Stream batches of a split, one shard in memory at a time.
+
+        With ``shuffle`` the shard order and the windows inside each shard are
+        permuted by a generator seeded from ``(seed, epoch)``, so an epoch's order
+        is reproducible (and a resumed run sees the same batches). With several
+        processes, batch ``i`` goes to process ``i % world_size`` and every
+        process gets the same number of batches.
+        """
+        rng = np.random.default_rng([seed, epoch])
+        shards = [s for s in self.shards if s["split"] == split]
+        if shuffle:
+            shards = [shards[i] for i in rng.permutation(len(shards))]
+        limit = self.num_batches(split, batch_size, world_size)
+        i = 0
+
+        def emit(batch: Batch) -> Iterator[Batch]:
+            nonlocal i
+            if i % world_size == rank:
+                yield batch
+            i += 1
+
+        carry: Batch | None = None  # the tail of the previous shard, shorter than a batch
+        for shard in shards:
+            data = self.read_shard(shard)
+            if shuffle:
+                data = data.take(rng.permutation(len(data)))
+            if carry is not None:
+                data = Batch.concat([carry, data])
+            full = len(data) // batch_size * batch_size
+            for lo in range(0, full, batch_size):
+                if i // world_size >= limit:
+                    return
+                yield from emit(data.take(slice(lo, lo + batch_size)))
+            carry = data.take(slice(full, None)) if full < len(data) else None
+        if carry is not None and world_size == 1:
+            yield carry
