@@ -185,12 +185,17 @@ def bar_lines(timing: Timing, total_steps: int, spb: int) -> list[int]:
 def assign_hands(parts: list[pretty_midi.Instrument], spec: RollSpec) -> list[list[list[pretty_midi.Note]]]:
     """Split the non-drum parts into ``[right_notes, left_notes]`` lists of note lists.
 
+    * tracks named for a hand ("Right hand", "left", "RH", "LH"), as this module
+      writes them, keep their hand;
     * ``hands: duplicate`` - every note goes to both hands (the report's behaviour).
     * one part - split at ``split_pitch`` (``single_part: split``) or copied to both hands.
     * two or more parts - ordered by mean pitch; the upper half (rounded up) is the
       right hand, the rest the left (two-hand piano, melody + chords, SATB, pop
       MELODY/BRIDGE/PIANO all fit this rule).
     """
+    named = [_hand_from_name(p.name) for p in parts]
+    if spec.hands == "auto" and None not in named:  # e.g. our own "Right hand"/"Left hand" tracks
+        return [[p.notes for p, h in zip(parts, named) if h == hand] for hand in (RIGHT, LEFT)]
     if spec.hands == "duplicate" or (len(parts) == 1 and spec.single_part == "duplicate"):
         notes = [n for p in parts for n in p.notes]
         return [[notes], [notes]]
@@ -200,6 +205,15 @@ def assign_hands(parts: list[pretty_midi.Instrument], spec: RollSpec) -> list[li
     order = sorted(parts, key=lambda p: -float(np.mean([n.pitch for n in p.notes])))
     n_right = math.ceil(len(order) / 2)
     return [[p.notes for p in order[:n_right]], [p.notes for p in order[n_right:]]]
+
+
+def _hand_from_name(name: str) -> int | None:
+    words = name.lower().replace("-", " ").replace("_", " ").split()
+    if "right" in words or "rh" in words:
+        return RIGHT
+    if "left" in words or "lh" in words:
+        return LEFT
+    return None
 
 
 def midi_to_roll(pm: pretty_midi.PrettyMIDI, spec: RollSpec, name: str = "<midi>") -> PieceRoll:
