@@ -16,4 +16,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     echo "$want" > "$stamp"
 fi
-# DVC analytics are switched off in .dvc/config (committed); nothing to do here.
+scripts/system-packages.sh
