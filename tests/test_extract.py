@@ -124,3 +124,22 @@ def test_streaming_batches_cover_each_window_once_and_split_evenly_across_proces
     assert np.array_equal(seen, again)
     per_rank = [sum(1 for _ in index.iter_batches("train", 3, shuffle=True, seed=0, rank=r, world_size=2)) for r in (0, 1)]
     assert per_rank[0] == per_rank[1] == index.num_batches("train", 3, world_size=2)
+
+
+def test_epoch_cap_takes_exact_balanced_quotas_with_a_new_subset_each_epoch(tmp_path):
+    raw = make_raw(tmp_path / "raw", bad=False)
+    out, _ = run(tmp_path, "a", tiny_params(), raw)
+    index = ShardIndex.open(out / "shards")
+    counts = index.style_counts("train")
+    cap = int(counts.min()) + 4  # the smaller style keeps everything, the larger gets the rest
+    quota = index.epoch_quota("train", cap, balance_styles=True)
+    assert quota.sum() == cap and quota[int(np.argmin(counts))] == counts.min()
+
+    def epoch(e):
+        bs = list(index.iter_batches("train", 4, shuffle=True, seed=0, epoch=e, max_windows=cap, balance_styles=True))
+        styles = np.concatenate([b.style for b in bs])
+        assert np.array_equal(np.bincount(styles, minlength=2), quota)
+        assert len(bs) == index.num_batches("train", 4, max_windows=cap, balance_styles=True)
+        return {tuple(r) for r in np.concatenate([np.stack([b.piece, b.start], 1) for b in bs]).tolist()}
+
+    assert epoch(0) != epoch(1)

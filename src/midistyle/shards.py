@@ -153,9 +153,51 @@ class ShardIndex:
         batch = Batch.concat(parts)
         return batch.take(slice(0, limit)) if limit is not None else batch
 
-    def num_batches(self, split: str, batch_size: int, world_size: int = 1) -> int:
+    def epoch_quota(self, split: str, max_windows: int | None, balance_styles: bool = False) -> np.ndarray:
+        """Windows of each style one epoch uses: all of them, or ``max_windows`` in all.
+
+        With ``balance_styles`` the budget is shared equally between styles (a
+        style with fewer windows keeps all of them and leaves the rest to the
+        others), so a large style cannot drown the small ones; otherwise every
+        style keeps the same share of its windows.
+        """
+        counts = self.style_counts(split)
+        if max_windows is None or max_windows >= counts.sum():
+            return counts
+        if not balance_styles:
+            return np.floor(counts * (max_windows / counts.sum())).astype(int)
+        quota = np.zeros_like(counts)
+        left = max_windows
+        order = np.argsort(counts, kind="stable")  # water-filling, smallest style first
+        for k, i in enumerate(order):
+            quota[i] = min(counts[i], left // (len(order) - k))
+            left -= quota[i]
+        for i in order[::-1]:  # the remainder of the integer division
+            extra = min(counts[i] - quota[i], left)
+            quota[i] += extra
+            left -= extra
+        return quota
+
+    def num_batches(self, split: str, batch_size: int, world_size: int = 1, max_windows: int | None = None,
+                    balance_styles: bool = False) -> int:
         """Batches each process sees per epoch (equal across processes, as DDP needs)."""
-        return (self.count(split) // batch_size) // world_size if world_size > 1 else -(-self.count(split) // batch_size)
+        n = int(self.epoch_quota(split, max_windows, balance_styles).sum())
+        return (n // batch_size) // world_size if world_size > 1 else -(-n // batch_size)
+
+    def _shard_quotas(self, shards: list[dict], quota: np.ndarray) -> list[np.ndarray]:
+        """Split each style's epoch quota over the shards in proportion to their windows (exact sums)."""
+        have = np.array([[sh["windows_per_style"][st] for st in self.styles] for sh in shards])  # (S, styles)
+        total = have.sum(axis=0)
+        out = np.zeros_like(have)
+        for j in range(len(self.styles)):
+            if total[j] == 0:
+                continue
+            ideal = have[:, j] * quota[j] / total[j]
+            out[:, j] = np.floor(ideal).astype(int)
+            rest = int(quota[j] - out[:, j].sum())  # largest remainders get the leftovers
+            for i in np.argsort(-(ideal - out[:, j]), kind="stable")[:rest]:
+                out[i, j] += 1
+        return list(out)
 
     def iter_batches(
         self,
@@ -167,6 +209,8 @@ class ShardIndex:
         epoch: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        max_windows: int | None = None,
+        balance_styles: bool = False,
     ) -> Iterator[Batch]:
         """Stream batches of a split, one shard in memory at a time.
 
@@ -174,13 +218,17 @@ class ShardIndex:
         permuted by a generator seeded from ``(seed, epoch)``, so an epoch's order
         is reproducible (and a resumed run sees the same batches). With several
         processes, batch ``i`` goes to process ``i % world_size`` and every
-        process gets the same number of batches.
+        process gets the same number of batches. ``max_windows`` caps the windows
+        of an epoch (a different seeded subset every epoch; see :meth:`epoch_quota`).
         """
         rng = np.random.default_rng([seed, epoch])
         shards = [s for s in self.shards if s["split"] == split]
         if shuffle:
             shards = [shards[i] for i in rng.permutation(len(shards))]
-        limit = self.num_batches(split, batch_size, world_size)
+        limit = self.num_batches(split, batch_size, world_size, max_windows, balance_styles)
+        quota = self.epoch_quota(split, max_windows, balance_styles)
+        subsample = not np.array_equal(quota, self.style_counts(split))
+        shard_quota = self._shard_quotas(shards, quota) if subsample else None
         i = 0
 
         def emit(batch: Batch) -> Iterator[Batch]:
@@ -190,8 +238,11 @@ class ShardIndex:
             i += 1
 
         carry: Batch | None = None  # the tail of the previous shard, shorter than a batch
-        for shard in shards:
+        for k, shard in enumerate(shards):
             data = self.read_shard(shard)
+            if subsample:  # keep this shard's share of each style, chosen at random
+                keep = [rng.permutation(np.flatnonzero(data.style == j))[:q] for j, q in enumerate(shard_quota[k])]
+                data = data.take(np.sort(np.concatenate(keep)))
             if shuffle:
                 data = data.take(rng.permutation(len(data)))
             if carry is not None:
