@@ -16,4 +16,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     echo "$want" > "$stamp"
 fi
+# Offline pages for `dvc plots show|diff` (vega from npm, inlined); DVC's CDN page if npm fails.
+.venv/bin/python scripts/plots-template.py || true
 scripts/system-packages.sh

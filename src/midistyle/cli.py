@@ -1,2 +1,188 @@
-def main():
-    raise SystemExit("not yet")
+"""The ``midistyle`` command: style transfer and generation for one's own MIDI files.
+
+    midistyle styles                                  the styles the trained model knows
+    midistyle transfer IN.mid --to jazz [-o OUT.mid]  rewrite a piece in another style
+    midistyle generate --style jazz -o OUT.mid        new music from a style's region of the latent space
+    midistyle roll IN.mid -o roll.png                 draw a piano roll
+
+Models default to the pipeline's outputs (``models/vae.pt``,
+``models/latent_classifier.pt``); ``--vae``/``--classifier`` point elsewhere.
+Transfer settings default to ``params.yaml``'s ``transfer`` section when one is
+in the current folder. Bad input gives one line on stderr and exit status 1
+(2 for bad usage, as argparse does), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from midistyle.errors import UserError
+
+VAE_DEFAULT = "models/vae.pt"
+CLASSIFIER_DEFAULT = "models/latent_classifier.pt"
+
+
+def _models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vae", default=VAE_DEFAULT, help=f"VAE checkpoint (default {VAE_DEFAULT})")
+    parser.add_argument("--classifier", default=CLASSIFIER_DEFAULT,
+                        help=f"latent classifier checkpoint (default {CLASSIFIER_DEFAULT})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="midistyle", description="Style transfer for two-hand piano MIDI.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("styles", help="list the styles the trained model knows")
+    _models(p)
+
+    p = sub.add_parser("transfer", help="rewrite a MIDI file in another style")
+    p.add_argument("input", help="a MIDI file")
+    p.add_argument("--to", required=True, dest="target", help="target style (see `midistyle styles`)")
+    p.add_argument("--from", dest="source", default=None,
+                   help="the piece's style (default: what the latent classifier hears in it)")
+    p.add_argument("--method", choices=("attribute_vector", "classifier_guided"), default="attribute_vector")
+    p.add_argument("--strength", type=float, default=None,
+                   help="attribute vector: alpha; classifier-guided: multiplies the number of steps "
+                        "(0 = plain reconstruction; default: params.yaml's transfer section, else 1)")
+    p.add_argument("-o", "--output", default=None, help="output MIDI (default: IN.<method>.<style>.mid beside IN)")
+    p.add_argument("--params", default="params.yaml", help="params file for the transfer settings, if present")
+    _models(p)
+
+    p = sub.add_parser("generate", help="new music in a style, decoded from latents sampled in its region")
+    p.add_argument("--style", required=True)
+    p.add_argument("--bars", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tempo", type=float, default=100.0, help="quarter notes per minute (default 100)")
+    p.add_argument("-o", "--output", required=True)
+    _models(p)
+
+    p = sub.add_parser("roll", help="draw the piano roll of a MIDI file (PNG)")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--bars", type=int, default=None, help="only the first BARS bars")
+    p.add_argument("--vae", default=VAE_DEFAULT, help="take the grid (pitch range, steps per beat) from this checkpoint if it exists")
+    return ap
+
+
+# ---------------------------------------------------------------- commands
+def cmd_styles(args) -> None:
+    from midistyle.classifier import load_classifier
+
+    _, regions, ckpt = load_classifier(args.classifier)
+    for style, n in zip(ckpt["styles"], regions.windows):
+        print(f"{style}\t{n} training windows")
+
+
+def _read_input(path: str, spec):
+    from midistyle.roll import read_piece
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, not a MIDI file")
+    return read_piece(p, spec)
+
+
+def _settings(args):
+    from midistyle.config import TransferParams, load_params
+    from midistyle.transfer import TransferSettings
+
+    tp = load_params(args.params).transfer if Path(args.params).exists() else TransferParams()
+    settings = TransferSettings.from_params(tp)
+    if args.strength is not None:
+        settings = settings.with_strength(args.strength)
+    return settings
+
+
+def cmd_transfer(args) -> None:
+    from midistyle.transfer import RECONSTRUCTION, Job, StyleTransfer, write_roll
+
+    settings = _settings(args)
+    model = StyleTransfer.load(args.vae, args.classifier)
+    target = model.style_index(args.target)
+    piece = _read_input(args.input, model.spec)
+    if args.source is not None:
+        source = model.style_index(args.source)
+        note = f"{args.source} (given)"
+    else:
+        source, probs = model.detect_style(piece)
+        note = f"{model.styles[source]} (heard: " + ", ".join(f"{s} {p:.0%}" for s, p in zip(model.styles, probs)) + ")"
+    method = args.method if source != target else RECONSTRUCTION
+    (roll,) = model.transfer_piece(piece, [Job(method, source, target)], settings)
+    out = Path(args.output) if args.output else Path(args.input).with_suffix(f".{args.method}.{args.target}.mid")
+    write_roll(roll, model.spec, piece.timing, out)
+    notes = int(roll[:, :, 1].sum())
+    print(f"{args.input}: {note} -> {args.target} by {method}: {out} ({notes} notes)")
+    if notes == 0:
+        print("warning: the transfer came out silent; try a lower --strength", file=sys.stderr)
+
+
+def cmd_generate(args) -> None:
+    from midistyle.transfer import StyleTransfer, write_roll
+
+    if args.bars < 1:
+        raise UserError(f"--bars: must be at least 1, got {args.bars}")
+    if not args.tempo > 0:
+        raise UserError(f"--tempo: must be > 0, got {args.tempo}")
+    model = StyleTransfer.load(args.vae, args.classifier)
+    style = model.style_index(args.style)
+    roll, timing = model.generate(style, args.bars, args.seed, tempo=args.tempo)
+    write_roll(roll, model.spec, timing, args.output)
+    print(f"{args.output}: {args.bars} bars of {args.style} (seed {args.seed}, {int(roll[:, :, 1].sum())} notes)")
+
+
+def cmd_roll(args) -> None:
+    from midistyle.pictures import draw_rolls
+    from midistyle.roll import RollSpec
+
+    spec = RollSpec()
+    if Path(args.vae).exists():
+        from midistyle.model import load_vae
+
+        _, ckpt = load_vae(args.vae)
+        spec = RollSpec(**ckpt["spec"]) if "spec" in ckpt else spec
+    piece = _read_input(args.input, spec)
+    roll = piece.roll
+    if args.bars is not None:
+        if args.bars < 1:
+            raise UserError(f"--bars: must be at least 1, got {args.bars}")
+        if len(piece.bar_starts) > args.bars:
+            roll = roll[: piece.bar_starts[args.bars]]
+    if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UserError(f"{args.output}: the picture's name must end in .png, .svg or .pdf")
+    draw_rolls([(Path(args.input).name, roll)], args.output, pitch_low=spec.pitch_low,
+               steps_per_bar=spec.max_beats_per_bar * spec.steps_per_beat)
+    print(f"{args.output}: {len(roll)} steps, {int(np.asarray(roll)[:, :, 1].sum())} notes")
+
+
+COMMANDS = {"styles": cmd_styles, "transfer": cmd_transfer, "generate": cmd_generate, "roll": cmd_roll}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns (and as a script exits with) 0, 1 for a user error, 2 for bad usage."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    warnings.filterwarnings("ignore", message="Tempo, Key or Time signature", category=RuntimeWarning)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as exc:  # RollError is a UserError too
+        print(f"midistyle: error: {exc}", file=sys.stderr)
+        return 1
+    except (IsADirectoryError, PermissionError, FileNotFoundError) as exc:
+        print(f"midistyle: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("midistyle: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -158,7 +158,11 @@ class TrainParams:
     max_pos_weight: float = _f(50.0, gt=0.0)
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     num_processes: int = _f(1, ge=1)  # >1: DistributedDataParallel under torchrun
-    threshold: float = _f(0.5, gt=0.0, lt=1.0)  # probability above which a cell is a note
+    threads: Optional[int] = _f(None, ge=1)  # CPU threads per process; null: the cores / num_processes
+    threshold: Optional[float] = _f(None, gt=0.0, lt=1.0)  # a cell is a note above it; null: tuned on val (max F1)
+    eval_windows: int = _f(256, ge=1)  # fixed val subset for free-decoding F1 and the threshold, every epoch
+    epoch_windows: Optional[int] = _f(None, gt=0)  # cap on training windows per epoch (new seeded subset each); null: all
+    balance_styles: bool = False  # with epoch_windows: share the cap equally between styles
     log_reconstructions: int = _f(4, ge=0)  # windows logged to MLflow as MIDI and pictures
 
 
@@ -169,6 +173,7 @@ class ClassifierParams:
     epochs: int = _f(30, ge=1)
     batch_size: int = _f(128, ge=1)
     weight_decay: float = _f(1e-4, ge=0.0)
+    patience: int = _f(5, ge=1)  # epochs without a better val balanced accuracy before stopping
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,7 @@ class JudgeParams:
     epochs: int = _f(15, ge=1)
     batch_size: int = _f(128, ge=1)
     weight_decay: float = _f(1e-4, ge=0.0)
+    patience: int = _f(3, ge=1)
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,7 @@ class TransferParams:
     guided_lr: float = _f(0.05, gt=0.0)
     guided_distance_weight: float = _f(0.1, ge=0.0)
     max_pieces_per_style: Optional[int] = _f(None, gt=0)
+    max_failed_share: float = _f(0.25, ge=0.0, le=1.0)  # fail the stage when more pieces fail
 
     def check(self, where: str) -> None:
         known = ("attribute_vector", "classifier_guided")
@@ -202,6 +209,8 @@ class EvaluateParams:
     report_pieces_per_direction: int = _f(2, ge=0)
     audio: str = _f("auto", choices=("auto", "soundfont", "synth", "none"))
     sample_rate: int = _f(22050, ge=8000)
+    audio_seconds: float = _f(30.0, gt=0.0)  # each audio file plays the piece's beginning only
+    recon_windows: Optional[int] = _f(2048, gt=0)  # seeded sample of test windows for reconstruction; null = all
 
 
 @dataclass(frozen=True)

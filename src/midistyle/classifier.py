@@ -1,0 +1,365 @@
+"""The latent style classifier: which style does a VAE latent ``mu`` belong to?
+
+It is trained on ``mu`` of the training windows with the VAE frozen, so it
+describes the VAE's latent space as it is; classifier-guided transfer follows
+its gradient. Its checkpoint also carries each style's region of the latent
+space (mean and Cholesky factor of the covariance of the training ``mu``): the
+attribute-vector transfer moves along differences of the means, and
+``midistyle generate`` samples from the Gaussians.
+
+Styles are imbalanced (pop has ~5x the windows of jazz in the reference corpus),
+so the loss is class-weighted and models are selected on the validation split's
+*balanced* accuracy (the mean of the per-style recalls), which a classifier
+predicting the majority style cannot game.
+
+:func:`fit_selected` and :func:`classification_metrics` are shared with the
+judge (:mod:`midistyle.judge`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from midistyle.errors import UserError
+from midistyle.model import StyleVAE
+from midistyle.shards import ShardIndex
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "latent_classifier"
+
+
+# ---------------------------------------------------------------- metrics
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, styles: list[str]) -> dict:
+    """Accuracy, balanced accuracy (mean recall over styles present) and confusion counts.
+
+    ``confusion[true][predicted]`` is a nested mapping of style names, so DVC and
+    the report can read it without knowing the style order.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    S = len(styles)
+    conf = np.zeros((S, S), dtype=np.int64)
+    np.add.at(conf, (y_true, y_pred), 1)
+    support = conf.sum(axis=1)
+    recalls = {styles[i]: float(conf[i, i] / support[i]) for i in range(S) if support[i]}
+    return {
+        "windows": int(len(y_true)),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        "balanced_accuracy": float(np.mean(list(recalls.values()))) if recalls else float("nan"),
+        "recall": recalls,
+        "confusion": {styles[i]: {styles[j]: int(conf[i, j]) for j in range(S)} for i in range(S)},
+    }
+
+
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weights ``N / (S * n_c)``: every style weighs as much in the loss."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if (counts == 0).any():
+        raise UserError(f"a style has no training windows (windows per style: {counts.astype(int).tolist()})")
+    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- training loop (shared with the judge)
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    lr: float
+    weight_decay: float
+    patience: int  # epochs without a better val balanced accuracy before stopping
+
+
+def fit_selected(
+    model: nn.Module,
+    train_batches: Callable[[int], Iterable[tuple[tuple[torch.Tensor, ...], torch.Tensor]]],
+    validate: Callable[[nn.Module], dict],
+    weights: torch.Tensor,
+    settings: FitSettings,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> tuple[list[dict], int]:
+    """Train with class-weighted cross-entropy; keep the epoch with the best val balanced accuracy.
+
+    ``train_batches(epoch)`` yields ``(inputs, y)`` with ``model(*inputs)`` the
+    logits; ``validate(model)`` returns
+    :func:`classification_metrics` of the validation split. The model ends up
+    holding the selected epoch's weights. Returns (history, selected epoch).
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    device = next(model.parameters()).device
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
+    history: list[dict] = []
+    best_state, best_key, best_epoch, stale = None, None, 0, 0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        total, n = 0.0, 0
+        for inputs, y in train_batches(epoch):
+            y = y.to(device)
+            loss = loss_fn(model(*(t.to(device) for t in inputs)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+            n += len(y)
+        model.eval()
+        val = validate(model)
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_accuracy": val["accuracy"],
+               "val_balanced_accuracy": val["balanced_accuracy"]}
+        history.append(row)
+        if on_epoch:
+            on_epoch(epoch, row)
+        key = (val["balanced_accuracy"], val["accuracy"])
+        if best_key is None or key > best_key:
+            best_state, best_key, best_epoch, stale = copy.deepcopy(model.state_dict()), key, epoch, 0
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                log.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return history, best_epoch
+
+
+def _shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+    """``((x,), y)`` minibatches in a seeded order per epoch (reproducible runs)."""
+
+    def batches(epoch: int):
+        order = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(len(y)))
+        for lo in range(0, len(y), batch_size):
+            idx = order[lo : lo + batch_size]
+            yield (x[idx],), y[idx]
+
+    return batches
+
+
+# ---------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class ClassifierConfig:
+    latent_size: int
+    hidden: int
+    n_styles: int
+
+
+class LatentClassifier(nn.Module):
+    """MLP on standardised ``mu``: (B, Z) -> style logits (B, S)."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mu_mean", torch.zeros(cfg.latent_size))
+        self.register_buffer("mu_std", torch.ones(cfg.latent_size))
+        self.net = nn.Sequential(
+            nn.Linear(cfg.latent_size, cfg.hidden), nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.n_styles),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net((z - self.mu_mean) / self.mu_std)
+
+
+@dataclass
+class StyleRegions:
+    """Each style's Gaussian over the training ``mu``: means (S, Z), Cholesky factors (S, Z, Z)."""
+
+    means: torch.Tensor
+    chol: torch.Tensor
+    windows: list[int]
+
+
+def style_regions(mu: np.ndarray, style: np.ndarray, n_styles: int) -> StyleRegions:
+    """Fit a Gaussian per style (a small ridge keeps the covariance positive definite)."""
+    Z = mu.shape[1]
+    means, chols, counts = [], [], []
+    for s in range(n_styles):
+        m = mu[style == s].astype(np.float64)
+        if len(m) == 0:
+            raise UserError(f"style #{s} has no training windows to fit its latent region")
+        mean = m.mean(axis=0)
+        cov = np.cov(m, rowvar=False) if len(m) > 1 else np.zeros((Z, Z))
+        cov = np.atleast_2d(cov) + 1e-4 * np.eye(Z)
+        means.append(mean)
+        chols.append(np.linalg.cholesky(cov))
+        counts.append(int(len(m)))
+    return StyleRegions(torch.tensor(np.stack(means), dtype=torch.float32),
+                        torch.tensor(np.stack(chols), dtype=torch.float32), counts)
+
+
+# ---------------------------------------------------------------- encoding windows
+@torch.no_grad()
+def encode_rolls(vae: StyleVAE, rolls: np.ndarray, lengths: np.ndarray, batch_size: int = 512,
+                 device: torch.device | str = "cpu") -> np.ndarray:
+    """Windows (N, W, 2, 2, P) -> ``mu`` (N, Z) with the VAE in eval mode."""
+    vae.eval()
+    out = []
+    for lo in range(0, len(rolls), batch_size):
+        x = torch.as_tensor(np.asarray(rolls[lo : lo + batch_size]), device=device).float()
+        lens = torch.as_tensor(np.asarray(lengths[lo : lo + batch_size]), dtype=torch.int64, device=device)
+        out.append(vae.encode(x, lens)[0].cpu().numpy())
+    Z = vae.cfg.latent_size
+    return np.concatenate(out) if out else np.zeros((0, Z), np.float32)
+
+
+def encode_split(vae: StyleVAE, index: ShardIndex, split: str, batch_size: int = 512,
+                 device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """``mu`` and style of every window of a split, one shard in memory at a time."""
+    mus, styles = [], []
+    for batch in index.iter_batches(split, batch_size, shuffle=False, seed=0):
+        mus.append(encode_rolls(vae, batch.rolls, batch.lengths, batch_size, device))
+        styles.append(batch.style.astype(np.int64))
+    if not mus:
+        raise UserError(f"{index.root}: no {split} windows")
+    return np.concatenate(mus), np.concatenate(styles)
+
+
+# ---------------------------------------------------------------- training
+def train_latent_classifier(
+    mu: dict[str, np.ndarray], style: dict[str, np.ndarray], styles: list[str], cp, seed: int,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> tuple[LatentClassifier, dict]:
+    """Fit the MLP on ``mu["train"]``, select on ``mu["val"]``, score on ``mu["test"]``.
+
+    ``cp`` is ``params.classifier``. Returns the model and its metrics.
+    """
+    torch.manual_seed(seed)
+    Z = mu["train"].shape[1]
+    model = LatentClassifier(ClassifierConfig(Z, cp.hidden, len(styles)))
+    model.mu_mean.copy_(torch.from_numpy(mu["train"].mean(axis=0)))
+    model.mu_std.copy_(torch.from_numpy(mu["train"].std(axis=0)).clamp(min=1e-3))
+    x = {k: torch.from_numpy(v).float() for k, v in mu.items()}
+    y = {k: torch.from_numpy(v).long() for k, v in style.items()}
+
+    def validate(m: nn.Module) -> dict:
+        return classification_metrics(y["val"].numpy(), predict(m, x["val"]), styles)
+
+    weights = class_weights(np.bincount(y["train"].numpy(), minlength=len(styles)))
+    history, best = fit_selected(model, _shuffled_batches(x["train"], y["train"], cp.batch_size, seed),
+                                 validate, weights, FitSettings(cp.epochs, cp.lr, cp.weight_decay, cp.patience), on_epoch)
+    metrics = {
+        "selected_epoch": best,
+        "epochs_run": len(history),
+        "val": classification_metrics(y["val"].numpy(), predict(model, x["val"]), styles),
+        "test": classification_metrics(y["test"].numpy(), predict(model, x["test"]), styles),
+    }
+    return model, {"metrics": metrics, "history": history}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    return np.concatenate([model(x[lo : lo + batch_size].to(device)).argmax(-1).cpu().numpy()
+                           for lo in range(0, len(x), batch_size)]) if len(x) else np.zeros(0, np.int64)
+
+
+# ---------------------------------------------------------------- checkpoint
+def save_classifier(path: str | Path, model: LatentClassifier, styles: list[str], regions: StyleRegions,
+                    vae_latent_size: int) -> Path:
+    """Write a ``weights_only``-loadable checkpoint (tensors, numbers, strings only)."""
+    from midistyle.fileio import atomic_write_bytes
+    import io
+
+    buf = io.BytesIO()
+    torch.save({
+        "kind": CHECKPOINT_KIND,
+        "config": asdict(model.cfg),
+        "state": model.state_dict(),
+        "styles": list(styles),
+        "style_means": regions.means,
+        "style_chol": regions.chol,
+        "style_windows": list(regions.windows),
+        "vae_latent_size": int(vae_latent_size),
+    }, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[LatentClassifier, StyleRegions, dict]:
+    """Rebuild the latent classifier and the style regions; a missing file is a :class:`UserError`."""
+    ckpt = load_checkpoint(path, CHECKPOINT_KIND, "train_classifier", map_location)
+    model = LatentClassifier(ClassifierConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["state"])
+    model.eval()
+    regions = StyleRegions(ckpt["style_means"], ckpt["style_chol"], list(ckpt["style_windows"]))
+    return model, regions, ckpt
+
+
+def load_checkpoint(path: str | Path, kind: str, stage: str, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(weights_only=True)`` of one of this package's checkpoints, with one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no trained model (run `dvc repro {stage}` first)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds (pickle, zip, runtime): all mean unreadable
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise UserError(f"{path}: not a {kind} checkpoint")
+    return ckpt
+
+
+# ---------------------------------------------------------------- the train_classifier stage
+def check_vae_matches(ckpt: dict, index: ShardIndex, vae_path: str | Path) -> None:
+    """The VAE must have been trained on these shards' styles and grid."""
+    if list(ckpt.get("styles", index.styles)) != list(index.styles):
+        raise UserError(f"{vae_path}: trained on styles {ckpt.get('styles')}, the shards hold {index.styles} "
+                        "(re-run `dvc repro train_vae`)")
+    if "spec" in ckpt and dict(ckpt["spec"]) != index.spec.to_dict():
+        raise UserError(f"{vae_path}: trained on another piano-roll grid than {index.root} (re-run `dvc repro train_vae`)")
+
+
+def train_stage(params, shards_dir: str | Path = "data/shards", vae_path: str | Path = "models/vae.pt",
+                classifier_path: str | Path = "models/latent_classifier.pt", judge_path: str | Path = "models/judge.pt",
+                metrics_path: str | Path = "metrics/classifier.json") -> dict:
+    """The ``train_classifier`` stage: latent classifier + style regions, then the judge.
+
+    Writes both checkpoints and ``metrics/classifier.json`` (test accuracy,
+    balanced accuracy and confusion of each), and logs the curves to MLflow.
+    """
+    from midistyle.fileio import atomic_write_json
+    from midistyle.judge import save_judge, train_judge
+    from midistyle.model import load_vae
+    from midistyle.tracking import start_run
+
+    index = ShardIndex.open(shards_dir)
+    vae, ckpt = load_vae(vae_path)
+    check_vae_matches(ckpt, index, vae_path)
+    device = torch.device("cpu")
+    with start_run(params, "train_classifier") as run:
+        def logger(prefix: str) -> Callable[[int, dict], None]:
+            def log_epoch(epoch: int, row: dict) -> None:
+                log.info("%s epoch %d: %s", prefix, epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+                run.log_metrics({f"{prefix}_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+            return log_epoch
+
+        mu, style = {}, {}
+        for split in ("train", "val", "test"):
+            mu[split], style[split] = encode_split(vae, index, split, device=device)
+        clf, clf_out = train_latent_classifier(mu, style, index.styles, params.classifier, params.seed,
+                                               logger("classifier"))
+        regions = style_regions(mu["train"], style["train"], len(index.styles))
+        save_classifier(classifier_path, clf, index.styles, regions, vae.cfg.latent_size)
+
+        judge, judge_out = train_judge(index, params.judge, params.seed, device, logger("judge"))
+        save_judge(judge_path, judge, index.styles, index.spec)
+
+        metrics = {"styles": list(index.styles), "latent_classifier": clf_out["metrics"], "judge": judge_out["metrics"]}
+        atomic_write_json(metrics_path, metrics)
+        for name in ("latent_classifier", "judge"):
+            for split in ("val", "test"):
+                m = metrics[name][split]
+                run.log_metrics({f"{name}_{split}_accuracy": m["accuracy"],
+                                 f"{name}_{split}_balanced_accuracy": m["balanced_accuracy"]})
+            log.info("%s test: accuracy %.3f, balanced accuracy %.3f", name, metrics[name]["test"]["accuracy"],
+                     metrics[name]["test"]["balanced_accuracy"])
+        run.log_artifact(metrics_path, "metrics")
+        run.log_artifact(classifier_path, "model")
+        run.log_artifact(judge_path, "model")
+        run.tag_outputs(classifier_path, judge_path)
+    return metrics

@@ -1,0 +1,175 @@
+"""Musical statistics of piano rolls, and how similar two rolls are in content.
+
+Everything here works on the roll contract of :mod:`midistyle.roll` (bool
+``(T, 2 hands, 2 channels, P)``) of *whole pieces read back from MIDI*, so the
+evaluation measures what a listener gets, not the model's raw output.
+
+Content preservation is measured on two axes that style transfer should keep:
+
+* **harmony** - pitch-class (chroma) vectors per bar, compared by cosine;
+* **rhythm** - the steps on which any note starts, compared by F1.
+
+The statistics (density, polyphony, range, pitch-class entropy, empty beats)
+are the ones in which styles visibly differ, so "did the transfer move the
+piece towards the target style" can be read on them, beside the judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from midistyle.roll import ONSET, SOUNDING
+
+STAT_NAMES = ("note_density", "polyphony", "pitch_range", "pitch_class_entropy", "empty_beat_rate")
+STAT_LABELS = {
+    "note_density": "notes per beat",
+    "polyphony": "notes sounding together",
+    "pitch_range": "pitch range per bar (semitones)",
+    "pitch_class_entropy": "pitch-class entropy (bits)",
+    "empty_beat_rate": "share of silent beats",
+}
+
+
+def _sounding(roll: np.ndarray) -> np.ndarray:
+    """(T, P) keys down in either hand (an onset counts as sounding)."""
+    return (roll[:, :, SOUNDING] | roll[:, :, ONSET]).any(axis=1)
+
+
+def _onsets(roll: np.ndarray) -> np.ndarray:
+    """(T, P) note starts in either hand."""
+    return roll[:, :, ONSET].any(axis=1)
+
+
+def pitch_classes(n_pitches: int, pitch_low: int) -> np.ndarray:
+    """Pitch class (0 = C) of every pitch row."""
+    return (pitch_low + np.arange(n_pitches)) % 12
+
+
+def chroma(roll: np.ndarray, pitch_low: int) -> np.ndarray:
+    """12-bin pitch-class profile: steps each pitch class sounds, summed over the roll."""
+    pcs = pitch_classes(roll.shape[-1], pitch_low)
+    per_pitch = _sounding(roll).sum(axis=0).astype(float)
+    return np.bincount(pcs, weights=per_pitch, minlength=12)
+
+
+def bar_edges(bar_starts: Sequence[int], total: int, n_bars: int | None = None) -> list[tuple[int, int]]:
+    """``(start, stop)`` steps of ``n_bars`` bars; bars past the piece's own bar list
+    repeat its last bar length (they are silent: they lie past the roll's end)."""
+    starts = list(bar_starts) or [0]
+    n = len(starts) if n_bars is None else n_bars
+    bar = (starts[-1] - starts[-2]) if len(starts) > 1 else max(total, 1)
+    while len(starts) < n:
+        starts.append(starts[-1] + max(bar, 1))
+    starts = starts[:n]
+    stops = starts[1:] + [max(total, starts[-1])] if starts else []
+    return list(zip(starts, stops))
+
+
+def bar_chromas(roll: np.ndarray, bar_starts: Sequence[int], pitch_low: int, n_bars: int | None = None) -> np.ndarray:
+    """(n_bars, 12): steps each pitch class sounds, per bar; bars past the roll's end are zeros."""
+    sounding = _sounding(roll).astype(float)
+    pcs = pitch_classes(roll.shape[-1], pitch_low)
+    edges = bar_edges(bar_starts, len(roll), n_bars)
+    out = np.zeros((len(edges), 12))
+    for i, (lo, hi) in enumerate(edges):
+        seg = sounding[lo:hi]
+        if len(seg):
+            out[i] = np.bincount(pcs, weights=seg.sum(axis=0), minlength=12)
+    return out
+
+
+def chroma_similarity(a: np.ndarray, a_bars: Sequence[int], b: np.ndarray, b_bars: Sequence[int], pitch_low: int) -> float:
+    """Mean cosine of per-bar chroma vectors, bar i of ``a`` against bar i of ``b``.
+
+    Bars silent in both pieces are skipped (silence kept is not evidence either
+    way); a bar silent in only one of them scores 0. ``nan`` when both pieces
+    are silent throughout.
+    """
+    n = max(len(a_bars), len(b_bars))
+    ca = bar_chromas(a, a_bars, pitch_low, n)
+    cb = bar_chromas(b, b_bars, pitch_low, n)
+    na, nb = np.linalg.norm(ca, axis=1), np.linalg.norm(cb, axis=1)
+    keep = (na > 0) | (nb > 0)
+    if not keep.any():
+        return float("nan")
+    cos = np.where((na > 0) & (nb > 0), (ca * cb).sum(axis=1) / np.maximum(na * nb, 1e-12), 0.0)
+    return float(cos[keep].mean())
+
+
+def onset_steps(roll: np.ndarray) -> np.ndarray:
+    """(T,) bool: steps on which at least one note starts."""
+    return _onsets(roll).any(axis=1)
+
+
+def rhythm_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """F1 of the onset steps of ``b`` against those of ``a`` (same grid, from step 0).
+
+    1 means notes start on exactly the same steps, whatever their pitches.
+    ``nan`` when neither has an onset.
+    """
+    T = max(len(a), len(b))
+    oa = np.zeros(T, bool)
+    ob = np.zeros(T, bool)
+    oa[: len(a)] = onset_steps(a)
+    ob[: len(b)] = onset_steps(b)
+    total = oa.sum() + ob.sum()
+    if total == 0:
+        return float("nan")
+    return float(2 * (oa & ob).sum() / total)
+
+
+def music_stats(roll: np.ndarray, bar_starts: Sequence[int], steps_per_beat: int, pitch_low: int) -> dict[str, float]:
+    """The statistics in :data:`STAT_NAMES` of one piece (``nan`` where undefined, e.g. a silent piece).
+
+    * ``note_density``: note starts per beat, both hands;
+    * ``polyphony``: mean number of pitches sounding at steps where any sounds;
+    * ``pitch_range``: highest minus lowest sounding pitch, averaged over non-silent bars;
+    * ``pitch_class_entropy``: entropy (bits) of the pitch classes of note starts (0..log2 12);
+    * ``empty_beat_rate``: share of beats (up to the last sounding step) with nothing sounding.
+    """
+    sounding = _sounding(roll)
+    onsets = _onsets(roll)
+    active = np.nonzero(sounding.any(axis=1))[0]
+    if len(active) == 0:
+        return dict.fromkeys(STAT_NAMES, float("nan"))
+    end = int(active[-1]) + 1
+    beats = -(-end // steps_per_beat)
+    counts = sounding.sum(axis=1)
+    pcs_hist = np.bincount(pitch_classes(roll.shape[-1], pitch_low), weights=onsets.sum(axis=0), minlength=12)
+    pc = pcs_hist / max(pcs_hist.sum(), 1)
+    nz = pc[pc > 0]
+    ranges = []
+    for lo, hi in bar_edges(bar_starts, len(roll)):
+        rows = np.nonzero(sounding[lo:hi].any(axis=0))[0]
+        if len(rows):
+            ranges.append(rows[-1] - rows[0])
+    beat_any = np.zeros(beats * steps_per_beat, bool)
+    beat_any[:end] = sounding[:end].any(axis=1)
+    return {
+        "note_density": float(onsets.sum() / beats),
+        "polyphony": float(counts[counts > 0].mean()),
+        "pitch_range": float(np.mean(ranges)) if ranges else float("nan"),
+        "pitch_class_entropy": float(-(nz * np.log2(nz)).sum()),
+        "empty_beat_rate": float(1.0 - beat_any.reshape(beats, steps_per_beat).any(axis=1).mean()),
+    }
+
+
+def gap_closed(source: float, transfer: float, target: float) -> float:
+    """How much of the distance from source to target the transfer covered.
+
+    1 = it reached the target value, 0 = no closer than the source, negative =
+    further away. ``nan`` when the source already sits on the target value.
+    """
+    before = abs(source - target)
+    if not np.isfinite(before) or before < 1e-9 or not np.isfinite(transfer):
+        return float("nan")
+    return float(1.0 - abs(transfer - target) / before)
+
+
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the finite values; ``nan`` (not a warning) when there are none."""
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if len(arr) else float("nan")

@@ -1,0 +1,534 @@
+"""The train_vae stage: stream the window shards, train the GRU-VAE, log to MLflow.
+
+Loss, per window (B windows in a batch, summed over cells, averaged over B)::
+
+    recon = sum_{t < length} sum_{hand, channel, pitch} BCEWithLogits(logits, x; pos_weight[channel])
+    kl_d  = batch mean of KL(q(z_d | x) || N(0, 1))            (Z,)  nats per latent dimension
+    total = recon + kl_weight(step) * sum_d max(kl_d, free_bits)
+
+* ``pos_weight`` (sounding, onset) = (1 - d) / d for the training split's note
+  density d of each channel (streamed over the shards), capped at
+  ``train.max_pos_weight``; or ``train.pos_weight`` for both. Notes are rare
+  (a few % of cells), so without it the decoder learns to play nothing.
+* ``kl_weight`` rises linearly from 0 to ``train.kl_weight`` over
+  ``train.kl_anneal_epochs`` epochs, step by step; free bits leave the first
+  ``train.free_bits`` nats of every dimension unpenalised so z keeps information.
+
+Every epoch: validation losses over the whole val split, active latent
+dimensions (variance of mu over val > 0.01) and free-decoding precision/recall/F1
+(midistyle.recon) on a fixed val subset of ``train.eval_windows`` windows, at
+``train.threshold`` or, when null, at the threshold of a small grid that
+maximises that F1 (pos_weight inflates the probabilities, so 0.5 is poor). The
+checkpoint stores the chosen threshold; the other stages read it from there.
+
+Determinism and resuming: the weights are initialised from ``seed`` and every
+epoch re-seeds torch with ``seed * 1000 + epoch`` and reads the shards in the
+order of ``(seed, epoch)``, with deterministic algorithms. After every epoch the
+whole state goes atomically to ``models/tmp/vae-last.pt`` with a key of the
+params and the shards' hash; a new run with the same key (the stage killed,
+even by SIGKILL, and started again) resumes after the last finished epoch and
+ends bitwise-equal to an uninterrupted run. A different key starts over.
+
+``train.num_processes > 1`` re-launches the stage under ``torch.distributed.run``
+(DistributedDataParallel, NCCL on CUDA, Gloo on CPU); ``train.batch_size`` is per
+process, every process streams its own share of the batches, and rank 0 alone
+evaluates, writes files and logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from midistyle.config import Params, TrainParams, as_dict
+from midistyle.errors import UserError
+from midistyle.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from midistyle.model import StyleVAE, VAEConfig
+from midistyle.recon import add_counts, count_cells, reconstruct, reconstruction_scores, scores, tune_threshold
+from midistyle.shards import Batch, ShardIndex
+
+log = logging.getLogger(__name__)
+
+STAGE = "train_vae"
+ACTIVE_VARIANCE = 0.01  # a latent dimension is active when Var(mu) over val exceeds this
+EVAL_BATCH = 256  # windows per batch when generating (free decoding is sequential over steps)
+CURVE_COLUMNS = (  # metrics/train_vae_curves.csv; the last column is dvc plots' default y
+    "epoch", "train_recon", "train_kl", "train_kl_bits_per_dim", "train_kl_weight", "train_total",
+    "val_recon", "val_kl", "val_kl_bits_per_dim", "val_kl_weight", "val_precision", "val_recall", "val_f1",
+    "val_onset_f1", "val_threshold", "val_active_dims", "val_total",
+)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the stage reads and writes, relative to the working directory (the repo root under DVC)."""
+
+    shards: Path = Path("data/shards")
+    model: Path = Path("models/vae.pt")
+    metrics: Path = Path("metrics/train_vae.json")
+    curves: Path = Path("metrics/train_vae_curves.csv")
+    last: Path = Path("models/tmp/vae-last.pt")  # the resumable checkpoint (git-ignored, not a DVC out)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
+                   int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", 1))))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+# ---------------------------------------------------------------- loss
+def vae_loss(logits: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+             pos_weight: torch.Tensor, kl_weight: float, free_bits: float) -> dict[str, torch.Tensor]:
+    """logits, x (B, W, 2, 2, P); lengths (B,); mu, logvar (B, Z); pos_weight (2,) per channel -> loss terms."""
+    B, W = x.shape[:2]
+    mask = (torch.arange(W, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # (B, W): padding -> 0
+    bce = F.binary_cross_entropy_with_logits(logits, x, pos_weight=pos_weight.view(2, 1), reduction="none")
+    recon = (bce.sum(dim=(2, 3, 4)) * mask).sum() / B  # summed per window, averaged over the batch
+    kl_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)  # (Z,) batch-averaged nats
+    total = recon + kl_weight * kl_dim.clamp(min=free_bits).sum()  # free bits: no pull below free_bits nats
+    return {"total": total, "recon": recon, "kl": kl_dim.sum(), "kl_bits_per_dim": kl_dim.mean() / math.log(2)}
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, lengths: torch.Tensor,
+               pos_weight: torch.Tensor, kl_weight: float, tp: TrainParams) -> dict[str, torch.Tensor]:
+    """One optimisation step on a batch: x (B, W, 2, 2, P), lengths (B,) -> the loss terms (with graph)."""
+    logits, mu, logvar, _ = model(x, lengths)
+    terms = vae_loss(logits, x, lengths, mu, logvar, pos_weight, kl_weight, tp.free_bits)
+    if not torch.isfinite(terms["total"]):
+        raise UserError(f"train_vae: the loss became {terms['total'].item()} (try a lower train.lr or train.clip_norm)")
+    opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), tp.clip_norm)  # GRUs: keep rare large gradients in check
+    opt.step()
+    return terms
+
+
+def kl_weight_at(step: int, steps_per_epoch: int, tp: TrainParams) -> float:
+    """Linear warm-up 0 -> train.kl_weight over train.kl_anneal_epochs epochs, per optimisation step."""
+    if tp.kl_anneal_epochs == 0:
+        return tp.kl_weight
+    return tp.kl_weight * min(1.0, step / (tp.kl_anneal_epochs * steps_per_epoch))
+
+
+def note_density(index: ShardIndex, split: str = "train") -> np.ndarray:
+    """Share of the cells inside ``lengths`` that are on, per channel (sounding, onset); one shard at a time."""
+    on, cells = np.zeros(2), 0
+    for shard in (s for s in index.shards if s["split"] == split):
+        b = index.read_shard(shard)
+        on += b.rolls.sum(axis=(0, 1, 2, 4))  # (2,): padding is all zeros, so no mask is needed
+        cells += int(b.lengths.sum()) * 2 * b.rolls.shape[-1]  # steps x hands x pitches
+    if cells == 0:
+        raise UserError(f"{index.root}: no {split} windows")
+    return on / cells
+
+
+def pos_weights(index: ShardIndex, tp: TrainParams) -> list[float]:
+    if tp.pos_weight is not None:
+        return [tp.pos_weight, tp.pos_weight]
+    return [float(min((1 - d) / d, tp.max_pos_weight)) if d > 0 else tp.max_pos_weight for d in note_density(index)]
+
+
+# ---------------------------------------------------------------- data
+def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch -> x float (B, W, 2, 2, P), lengths int64 (B,) on ``device``."""
+    x = torch.from_numpy(batch.rolls).to(device=device, dtype=torch.float32)
+    return x, torch.from_numpy(batch.lengths.astype(np.int64)).to(device)
+
+
+def spread_windows(index: ShardIndex, split: str, n: int) -> Batch:
+    """``n`` windows spread evenly over a split (always the same ones), read one shard at a time."""
+    total = index.count(split)
+    if total == 0:
+        raise UserError(f"{index.root}: no {split} windows (the val split picks the decision threshold)")
+    picks = np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(np.int64))
+    parts, offset = [], 0
+    for shard in (s for s in index.shards if s["split"] == split):
+        inside = picks[(picks >= offset) & (picks < offset + shard["windows"])] - offset
+        if len(inside):
+            parts.append(index.read_shard(shard).take(inside))
+        offset += shard["windows"]
+    return Batch.concat(parts)
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(vae: StyleVAE, index: ShardIndex, split: str, pos_weight: torch.Tensor, kl_weight: float,
+             free_bits: float, device: torch.device) -> dict[str, float]:
+    """Teacher-forced loss terms with z = mu over a whole split, and its active latent dimensions."""
+    vae.eval()
+    sums = dict.fromkeys(("recon", "kl", "kl_bits_per_dim", "total"), 0.0)
+    mu_sum = mu_sq = None
+    n = 0
+    for batch in index.iter_batches(split, EVAL_BATCH, shuffle=False, seed=0):
+        x, lengths = to_tensors(batch, device)
+        logits, mu, logvar, _ = vae(x, lengths)
+        terms = vae_loss(logits, x, lengths, mu, logvar, pos_weight, kl_weight, free_bits)
+        for k in sums:
+            sums[k] += float(terms[k]) * len(batch)
+        mu64 = mu.double()
+        mu_sum = mu64.sum(0) if mu_sum is None else mu_sum + mu64.sum(0)
+        mu_sq = mu64.pow(2).sum(0) if mu_sq is None else mu_sq + mu64.pow(2).sum(0)
+        n += len(batch)
+    out = {k: v / n for k, v in sums.items()}
+    variance = mu_sq / n - (mu_sum / n) ** 2  # (Z,) of mu over the split
+    out["kl_weight"] = kl_weight
+    out["active_dims"] = int((variance > ACTIVE_VARIANCE).sum())
+    return out
+
+
+def free_decoding(vae: StyleVAE, index: ShardIndex, split: str, threshold: float, device: torch.device) -> dict:
+    """precision/recall/f1 (+ onset_*) of free decoding over a whole split, streamed."""
+    counts = None
+    for batch in index.iter_batches(split, EVAL_BATCH, shuffle=False, seed=0):
+        probs = reconstruct(vae, batch.rolls, batch.lengths, threshold, device)
+        counts = add_counts(counts, count_cells(probs > threshold, batch.rolls, batch.lengths))
+    return scores(counts)
+
+
+# ---------------------------------------------------------------- checkpoints
+def run_key(params: Params, shards_hash: str) -> str:
+    """Names what a checkpoint was trained from: a resume needs the same seed, model, train params and data."""
+    relevant = {"seed": params.seed, "model": as_dict(params.model), "train": as_dict(params.train)}
+    return hashlib.sha256((json.dumps(relevant, sort_keys=True) + shards_hash).encode()).hexdigest()
+
+
+def save_checkpoint(ckpt: dict, path: Path) -> None:
+    """torch.save to memory, then temp file + os.replace: a killed run never leaves half a checkpoint."""
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_resumable(path: Path, key: str) -> dict | None:
+    """The temporary checkpoint when it belongs to this run (same key), else None (and it is removed)."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # written atomically, so only a foreign file
+        log.warning("%s: unreadable (%s); starting over", path, exc)
+        ckpt = None
+    if ckpt is not None and ckpt.get("run_key") == key:
+        return ckpt
+    if ckpt is not None:
+        log.info("%s: from other params or data; starting over", path)
+    return None
+
+
+# ---------------------------------------------------------------- the run
+def cpu_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def pick_device(choice: str, dist: Dist) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("params.yaml: train.device: cuda, but torch sees no CUDA device")
+        return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def threads_per_process(tp: TrainParams, dist: Dist) -> int:
+    """train.threads, else the cores shared between the local processes (more threads than cores: 10x slower)."""
+    return tp.threads or max(1, cpu_cores() // dist.local_world)
+
+
+@contextmanager
+def torch_settings(device: torch.device, dist: Dist, threads: int) -> Iterator[None]:
+    """Deterministic algorithms and a thread count that shares the cores between local processes; restored after."""
+    old_threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (before its first use)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.cuda.set_device(device)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def train(params: Params, paths: Paths = Paths(), progress: bool = True,
+          after_epoch: Callable[[int, dict], None] | None = None) -> dict | None:
+    """Run the stage in this process (one rank of a torchrun job when WORLD_SIZE is set).
+
+    Returns the metrics written to ``paths.metrics`` (None on ranks other than 0).
+    ``after_epoch(epoch, row)`` is called after each epoch's checkpoint (tests
+    use it to interrupt a run).
+    """
+    t_start = time.perf_counter()
+    dist = Dist.from_env()
+    device = pick_device(params.train.device, dist)
+    if dist.world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        with torch_settings(device, dist, threads_per_process(params.train, dist)):
+            return _train(params, paths, dist, device, progress, after_epoch, t_start)
+    finally:
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progress: bool,
+           after_epoch: Callable | None, t_start: float) -> dict | None:
+    from midistyle.tracking import NullRun, git_revision, start_run
+
+    tp, seed = params.train, params.seed
+    index = ShardIndex.open(paths.shards)
+    shards_hash = index.content_hash()
+    key = run_key(params, shards_hash)
+    steps_per_epoch = index.num_batches("train", tp.batch_size, dist.world, tp.epoch_windows, tp.balance_styles)
+    if steps_per_epoch == 0:
+        raise UserError(f"{paths.shards}: {index.count('train')} training windows make no batch of "
+                        f"train.batch_size {tp.batch_size} for each of {dist.world} processes")
+
+    torch.manual_seed(seed)  # the initial weights
+    vae = StyleVAE(VAEConfig.from_params(params.model, index.spec.n_pitches, index.spec.window_steps)).to(device)
+    opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)
+    resumed = load_resumable(paths.last, key)
+    if dist.world > 1:
+        torch.distributed.barrier()  # every rank has read the checkpoint before rank 0 may replace it
+    history: list[dict] = []
+    if resumed is not None:
+        vae.load_state_dict(resumed["model_state"])
+        opt.load_state_dict(resumed["optimizer_state"])
+        history = resumed["history"]
+        pos_weight = [resumed["pos_weight"]["sounding"], resumed["pos_weight"]["onset"]]
+        log.info("resuming from %s after epoch %d of %d", paths.last, resumed["epoch"], tp.epochs)
+    else:
+        pos_weight = pos_weights(index, tp)
+        if dist.main:
+            paths.last.unlink(missing_ok=True)
+    start_epoch = len(history)
+    pw = torch.tensor(pos_weight, device=device)
+    model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device] if device.type == "cuda" else None) \
+        if dist.world > 1 else vae
+    val_subset = spread_windows(index, "val", tp.eval_windows) if dist.main else None
+    git_rev = git_revision()[0] if dist.main else None
+    threshold = history[-1]["val_threshold"] if history else (tp.threshold or 0.5)
+    log.info("train_vae: %d train windows, %d steps/epoch x %d process(es) on %s; pos_weight sounding %.1f onset %.1f",
+             index.count("train"), steps_per_epoch, dist.world, device, *pos_weight)
+
+    def checkpoint(epoch: int, run_id: str | None) -> dict:
+        return {
+            "format": 1,
+            "model_config": asdict(vae.cfg),
+            "model_state": vae.state_dict(),
+            "optimizer_state": opt.state_dict(),
+            "epoch": epoch,  # epochs finished
+            "params": as_dict(params),
+            "run_key": key,
+            "shards_hash": shards_hash,
+            "git_rev": git_rev,
+            "styles": list(index.styles),
+            "spec": index.spec.to_dict(),
+            "threshold": float(threshold),
+            "pos_weight": {"sounding": pos_weight[0], "onset": pos_weight[1]},
+            # No RNG state is needed to resume: each epoch re-seeds from (seed, epoch).
+            "rng": {"seed": seed, "torch_seed_per_epoch": "seed * 1000 + epoch", "shard_order": "(seed, epoch)"},
+            "history": history,
+            "mlflow_run_id": run_id,
+        }
+
+    timing = {"train_seconds": 0.0, "eval_seconds": 0.0, "windows": 0}
+    resume_run = resumed.get("mlflow_run_id") if resumed else None
+    with start_run(params, STAGE, resume_run) if dist.main else nullcontext(NullRun()) as run:
+        if resumed is not None:
+            run.set_tags({"resumed_from_epoch": start_epoch})
+        for epoch in range(start_epoch, tp.epochs):
+            # ---- train: every rank, its share of the batches
+            t0 = time.perf_counter()
+            torch.manual_seed(seed * 1000 + epoch)  # reparameterisation noise and dropout of this epoch
+            model.train()
+            sums = torch.zeros(5, dtype=torch.float64, device=device)  # recon, kl, kl_bits, total, windows
+            batches = index.iter_batches("train", tp.batch_size, shuffle=True, seed=seed, epoch=epoch,
+                                         rank=dist.rank, world_size=dist.world, max_windows=tp.epoch_windows,
+                                         balance_styles=tp.balance_styles)
+            bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
+                       mininterval=1.0, disable=not (progress and dist.main))
+            for i, batch in enumerate(bar):
+                kl_w = kl_weight_at(epoch * steps_per_epoch + i, steps_per_epoch, tp)
+                terms = train_step(model, opt, *to_tensors(batch, device), pw, kl_w, tp)
+                B = len(batch)
+                sums += torch.stack([terms[k].detach().double() * B for k in ("recon", "kl", "kl_bits_per_dim", "total")]
+                                    + [torch.tensor(float(B), dtype=torch.float64, device=device)])
+                if i % 10 == 0:
+                    bar.set_postfix(loss=f"{terms['total'].item():.1f}", kl_w=f"{kl_w:.2f}", refresh=False)
+            bar.close()
+            if dist.world > 1:
+                torch.distributed.all_reduce(sums)  # totals over every rank's windows
+            train_row = dict(zip(("recon", "kl", "kl_bits_per_dim", "total"), (sums[:4] / sums[4]).tolist()))
+            train_row["kl_weight"] = kl_weight_at((epoch + 1) * steps_per_epoch, steps_per_epoch, tp)
+            timing["train_seconds"] += time.perf_counter() - t0
+            timing["windows"] += int(sums[4])
+
+            # ---- validate, log, checkpoint: rank 0
+            if dist.main:
+                t1 = time.perf_counter()
+                val = evaluate(vae, index, "val", pw, train_row["kl_weight"], tp.free_bits, device)
+                if tp.threshold is None:
+                    threshold, s, _ = tune_threshold(vae, val_subset, device)
+                else:
+                    threshold, s = tp.threshold, reconstruction_scores(vae, val_subset, tp.threshold, device)
+                row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_row.items()},
+                       **{f"val_{k}": v for k, v in val.items()},
+                       "val_precision": s["precision"], "val_recall": s["recall"], "val_f1": s["f1"],
+                       "val_onset_f1": s["onset_f1"], "val_threshold": float(threshold)}
+                history.append({c: row[c] for c in CURVE_COLUMNS})
+                timing["eval_seconds"] += time.perf_counter() - t1
+                run.log_metrics({**{k: v for k, v in row.items() if k != "epoch"},
+                                 "epoch_seconds": time.perf_counter() - t0}, step=epoch + 1)
+                write_curves(paths.curves, history)
+                save_checkpoint(checkpoint(epoch + 1, run.run_id), paths.last)
+                log.info("epoch %d/%d: train total %.2f (recon %.2f kl %.2f, weight %.2f) | val total %.2f "
+                         "f1 %.3f @ %.2f, %d active dims | %.1f s", epoch + 1, tp.epochs, train_row["total"],
+                         train_row["recon"], train_row["kl"], train_row["kl_weight"], val["total"], s["f1"],
+                         threshold, val["active_dims"], time.perf_counter() - t0)
+                if after_epoch is not None:
+                    after_epoch(epoch + 1, row)
+            if dist.world > 1:
+                torch.distributed.barrier()  # the other ranks wait for rank 0's evaluation
+
+        if not dist.main:
+            return None
+        metrics = finish(params, paths, vae, index, pw, history, threshold, run, device)
+        ckpt = checkpoint(tp.epochs, run.run_id)
+        save_checkpoint(ckpt, paths.model)
+        t_total = time.perf_counter() - t_start
+        metrics["timing"] = {
+            "wall_seconds": round(t_total, 2),
+            "train_seconds": round(timing["train_seconds"], 2),
+            "eval_seconds": round(timing["eval_seconds"], 2),
+            "windows_per_second": round(timing["windows"] / max(timing["train_seconds"], 1e-9), 1),
+            "epochs_this_run": tp.epochs - start_epoch,
+            "resumed_from_epoch": start_epoch,
+            "processes": dist.world,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        }
+        atomic_write_json(paths.metrics, metrics)
+        log_run_artifacts(run, params, paths, vae, index, val_subset, threshold, device)
+        paths.last.unlink(missing_ok=True)
+        return metrics
+
+
+def finish(params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, pw: torch.Tensor, history: list[dict],
+           threshold: float, run, device: torch.device) -> dict:
+    """The final metrics (val of the last epoch, test by free decoding at the chosen threshold)."""
+    tp = params.train
+    last = history[-1]
+    metrics = {
+        "epochs": tp.epochs,
+        "train_windows": index.count("train"),
+        "threshold": float(threshold),
+        "pos_weight": {"sounding": float(pw[0]), "onset": float(pw[1])},
+        "train": {k: last[f"train_{k}"] for k in ("recon", "kl", "kl_bits_per_dim", "total")},
+        "val": {k: last[f"val_{k}"] for k in ("recon", "kl", "kl_bits_per_dim", "total", "precision", "recall",
+                                              "f1", "onset_f1", "active_dims")},
+    }
+    if index.count("test"):
+        test = evaluate(vae, index, "test", pw, last["train_kl_weight"], tp.free_bits, device)
+        rec = free_decoding(vae, index, "test", threshold, device)
+        metrics["test"] = {
+            **{k: test[k] for k in ("recon", "kl", "kl_bits_per_dim", "total", "active_dims")},
+            **{k: rec[k] for k in ("precision", "recall", "f1", "onset_precision", "onset_recall", "onset_f1",
+                                   "windows")},
+        }
+        run.log_metrics({f"test_{k}": v for k, v in metrics["test"].items()}, step=tp.epochs)
+        log.info("test: free decoding precision %.3f recall %.3f f1 %.3f (onsets f1 %.3f) at threshold %.2f",
+                 rec["precision"], rec["recall"], rec["f1"], rec["onset_f1"], threshold)
+    else:
+        log.warning("%s: no test windows; test metrics left out", paths.shards)
+    return metrics
+
+
+def write_curves(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def log_run_artifacts(run, params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, val_subset: Batch,
+                      threshold: float, device: torch.device) -> None:
+    """The checkpoint, metrics, curves and a few val windows as MIDI + pictures (original above reconstruction)."""
+    if not run.enabled:
+        return
+    from midistyle.pictures import draw_rolls
+    from midistyle.roll import roll_to_midi, write_midi
+
+    run.log_artifact(paths.model, "model")
+    run.log_artifact(paths.metrics, "metrics")
+    run.log_artifact(paths.curves, "metrics")
+    n = min(params.train.log_reconstructions, len(val_subset))
+    if n:
+        spec = index.spec
+        batch = val_subset.take(slice(0, n))
+        probs = reconstruct(vae, batch.rolls, batch.lengths, threshold, device)
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(n):
+                L = int(batch.lengths[i])
+                piece = index.pieces[int(batch.piece[i])]
+                name = f"val-{i:02d}"
+                orig, rec = batch.rolls[i, :L], probs[i, :L] > threshold
+                write_midi(roll_to_midi(orig, spec), Path(tmp) / f"{name}-original.mid")
+                write_midi(roll_to_midi(rec, spec), Path(tmp) / f"{name}-reconstruction.mid")
+                label = f"original: {piece['style']} / {Path(piece['file']).name}, step {int(batch.start[i])}"
+                draw_rolls([(label, orig), ("probabilities (free decoding from z = mu)", probs[i, :L]),
+                            (f"reconstruction (threshold {threshold:.2f})", rec)], Path(tmp) / f"{name}.png",
+                           pitch_low=spec.pitch_low, steps_per_bar=spec.max_beats_per_bar * spec.steps_per_beat)
+            run.log_artifacts(tmp, "reconstructions")
+    run.tag_outputs(paths.model)
+
+
+# ---------------------------------------------------------------- entry point
+def main(params: Params, script: str | Path) -> None:
+    """The stage: under torchrun when ``train.num_processes > 1`` (re-launching ``script``), else in this process."""
+    n = params.train.num_processes
+    if n > 1 and "WORLD_SIZE" not in os.environ:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_process(params.train, Dist(local_world=n)))}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", str(script)]
+        log.info("re-launching under torchrun: %s", " ".join(cmd))
+        rc = subprocess.run(cmd, env=env).returncode
+        if rc != 0:
+            raise UserError(f"train_vae: torchrun with {n} processes exited with status {rc} (see the errors above)")
+        return
+    train(params)

@@ -1,0 +1,129 @@
+"""The ``midistyle`` command: transfer, styles, generate, roll, and one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import mido
+import pytest
+
+from midistyle.cli import main
+from midistyle.roll import RollSpec, read_piece
+from tests.helpers_style import REPO, tiny_project
+from tests.midi_fixtures import piece, to_bytes
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return tiny_project(tmp_path_factory)
+
+
+@pytest.fixture
+def models(project):
+    return ["--vae", str(project.vae), "--classifier", str(project.classifier)]
+
+
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path, monkeypatch):
+    """Run from an empty folder: no params.yaml, no models/ (the defaults then point at nothing)."""
+    monkeypatch.chdir(tmp_path)
+
+
+def run_main(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_styles(capsys, models):
+    code, out, _ = run_main(capsys, "styles", *models)
+    assert code == 0
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["busy", "calm"]
+
+
+def test_transfer_writes_a_piece_at_the_source_tempo(capsys, models, project, tmp_path):
+    src = project.raw / "busy" / "piece0.mid"
+    out = tmp_path / "out.mid"
+    code, stdout, _ = run_main(capsys, "transfer", str(src), "--to", "calm", "-o", str(out), *models)
+    assert code == 0 and out.exists()
+    assert "-> calm by attribute_vector" in stdout
+    spec = RollSpec()
+    assert len(read_piece(out, spec).bar_starts) <= len(read_piece(src, spec).bar_starts)
+    tempi = [m.tempo for t in mido.MidiFile(out).tracks for m in t if m.type == "set_tempo"]
+    assert tempi == [m.tempo for t in mido.MidiFile(src).tracks for m in t if m.type == "set_tempo"]
+
+
+def test_transfer_options(capsys, models, project, tmp_path):
+    src = str(project.raw / "calm" / "piece0.mid")
+    code, out, _ = run_main(capsys, "transfer", src, "--to", "busy", "--from", "calm", "--method", "classifier_guided",
+                            "--strength", "2", "-o", str(tmp_path / "g.mid"), *models)
+    assert code == 0 and "calm (given) -> busy by classifier_guided" in out
+    # strength 0 is the plain reconstruction, bit for bit
+    run_main(capsys, "transfer", src, "--to", "busy", "--from", "calm", "--strength", "0", "-o", str(tmp_path / "a0.mid"), *models)
+    code, out, _ = run_main(capsys, "transfer", src, "--to", "calm", "--from", "calm", "-o", str(tmp_path / "r.mid"), *models)
+    assert code == 0 and "by reconstruction" in out
+    assert (tmp_path / "a0.mid").read_bytes() == (tmp_path / "r.mid").read_bytes()
+    # default output name beside the input
+    local = tmp_path / "mine.mid"
+    local.write_bytes((project.raw / "calm" / "piece0.mid").read_bytes())
+    code, _, _ = run_main(capsys, "transfer", str(local), "--to", "busy", *models)
+    assert code == 0 and (tmp_path / "mine.attribute_vector.busy.mid").exists()
+
+
+def test_generate_is_seeded(capsys, models, tmp_path):
+    a, b, c = (tmp_path / n for n in ("a.mid", "b.mid", "c.mid"))
+    for path, seed in ((a, "0"), (b, "0"), (c, "1")):
+        code, out, _ = run_main(capsys, "generate", "--style", "calm", "--bars", "6", "--seed", seed, "-o", str(path), *models)
+        assert code == 0 and "6 bars of calm (seed " in out
+    assert a.read_bytes() == b.read_bytes()  # a seed of 0 is a seed
+    assert a.read_bytes() != c.read_bytes()
+    mid = mido.MidiFile(a)
+    assert mid.length <= 6 * 4 * 60 / 100 + 0.01  # 6 bars of 4/4 at 100 qpm
+
+
+def test_roll_picture(capsys, project, tmp_path):
+    code, out, _ = run_main(capsys, "roll", str(project.raw / "busy" / "piece0.mid"), "-o", str(tmp_path / "r.png"),
+                            "--bars", "4")
+    assert code == 0 and (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "64 steps" in out
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "no such file"),
+    ("text", "not_midi"),
+    ("silent", "no_notes"),
+    ("style", "unknown style 'polka'"),
+    ("strength", "--strength"),
+])
+def test_bad_input_is_one_line(capsys, models, project, tmp_path, case, match):
+    src = project.raw / "calm" / "piece0.mid"
+    (tmp_path / "notes.mid").write_text("hello\n")
+    (tmp_path / "silent.mid").write_bytes(to_bytes(piece([[]])))
+    args = {
+        "missing": ["transfer", str(tmp_path / "nope.mid"), "--to", "busy"],
+        "text": ["transfer", str(tmp_path / "notes.mid"), "--to", "busy"],
+        "silent": ["transfer", str(tmp_path / "silent.mid"), "--to", "busy"],
+        "style": ["transfer", str(src), "--to", "polka"],
+        "strength": ["transfer", str(src), "--to", "busy", "--strength", "-1"],
+    }[case]
+    code, out, err = run_main(capsys, *args, *models)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and match in err and "Traceback" not in err
+
+
+def test_no_trained_model_yet(capsys, tmp_path):
+    code, _, err = run_main(capsys, "styles")
+    assert code == 1 and "no trained model" in err and "dvc repro" in err
+    code, _, err = run_main(capsys, "generate", "--style", "x", "-o", str(tmp_path / "x.mid"))
+    assert code == 1 and "no trained model" in err
+
+
+def test_error_from_a_real_process_has_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-m", "midistyle.cli", "roll", str(tmp_path / "missing.mid"), "-o", "x.png"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"midistyle: error: {tmp_path / 'missing.mid'}: no such file"
+    usage = subprocess.run([sys.executable, "-m", "midistyle.cli", "transfer"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=120)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr

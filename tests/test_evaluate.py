@@ -1,0 +1,202 @@
+"""The evaluate stage: musical statistics and similarity, metrics/eval.json, the report folder, audio, MLflow."""
+
+import json
+import re
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+
+from midistyle import audio
+from midistyle import musicstats as ms
+from midistyle.errors import UserError
+from midistyle.roll import ONSET, SOUNDING
+from tests.helpers_style import eval_paths, evaluated_project, tiny_params
+
+P = 51
+LOW = 34  # pitch row 0 = MIDI 34 (A#1); row 2 = C2
+
+
+def roll_of(notes, T=64):
+    """notes: (hand, row, start, end) -> bool roll (T, 2, 2, P)."""
+    r = np.zeros((T, 2, 2, P), bool)
+    for h, p, s, e in notes:
+        r[s:e, h, SOUNDING, p] = True
+        r[s, h, ONSET, p] = True
+    return r
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return evaluated_project(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def metrics(project):
+    return json.loads((project.root / "metrics" / "eval.json").read_text())
+
+
+# ---------------------------------------------------------------- musical statistics
+def test_chroma_similarity_is_one_for_the_same_harmony_and_drops_when_transposed():
+    c_major = roll_of([(0, 2 + 24, 0, 16), (0, 6 + 24, 0, 16), (0, 9 + 24, 0, 16), (1, 2, 0, 16)])
+    same_in_other_octaves = roll_of([(0, 2 + 12, 0, 16), (1, 6 + 12, 0, 16), (0, 9 + 36, 0, 16)])
+    up_a_semitone = roll_of([(0, 3 + 24, 0, 16), (0, 7 + 24, 0, 16), (0, 10 + 24, 0, 16)])
+    bars = [0, 16, 32, 48]
+    assert ms.chroma_similarity(c_major, bars, same_in_other_octaves, bars, LOW) == pytest.approx(1.0, abs=0.1)
+    assert ms.chroma_similarity(c_major, bars, up_a_semitone, bars, LOW) < 0.2
+    # a bar silent in one piece only scores 0; bars silent in both are skipped
+    half = c_major.copy()
+    half[:, :, :, :] = False
+    assert ms.chroma_similarity(c_major, bars, half, bars, LOW) == 0.0
+    assert np.isnan(ms.chroma_similarity(half, bars, half, bars, LOW))
+
+
+def test_rhythm_similarity_is_f1_of_onset_steps():
+    a = roll_of([(0, 10, t, t + 2) for t in (0, 4, 8, 12)])
+    b = roll_of([(1, 30, t, t + 1) for t in (0, 4, 9, 13)])  # other pitches, half the onsets shared
+    assert ms.rhythm_similarity(a, a) == 1.0
+    assert ms.rhythm_similarity(a, b) == pytest.approx(0.5)
+
+
+def test_music_stats_of_a_known_roll():
+    # 4 beats (16 steps) + 4 silent beats, then one note: two-note chords on beats 1 and 3
+    r = roll_of([(0, 26, 0, 4), (1, 14, 0, 4), (0, 26, 8, 12), (1, 19, 8, 12), (0, 26, 32, 36)], T=36)
+    s = ms.music_stats(r, [0, 16, 32], steps_per_beat=4, pitch_low=LOW)
+    assert s["note_density"] == pytest.approx(5 / 9)  # 5 notes over 9 beats
+    assert s["polyphony"] == pytest.approx((8 * 2 + 4 * 1) / 12)
+    assert s["pitch_range"] == pytest.approx((12 + 0) / 2)  # bar 1: 12 semitones, bar 3: one note
+    assert s["empty_beat_rate"] == pytest.approx(6 / 9)
+    assert 0 < s["pitch_class_entropy"] <= np.log2(12)
+    assert all(np.isnan(v) for v in ms.music_stats(np.zeros((16, 2, 2, P), bool), [0], 4, LOW).values())
+
+
+def test_gap_closed():
+    assert ms.gap_closed(source=2.0, transfer=4.0, target=4.0) == 1.0
+    assert ms.gap_closed(2.0, 3.0, 4.0) == 0.5
+    assert ms.gap_closed(2.0, 1.0, 4.0) == -0.5
+    assert np.isnan(ms.gap_closed(4.0, 3.0, 4.0))
+
+
+# ---------------------------------------------------------------- eval.json
+def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
+    for name in ("judge", "latent_classifier"):
+        assert 0.0 <= metrics[name]["accuracy"] <= 1.0 and "confusion" in metrics[name]
+    rec = metrics["reconstruction"]
+    assert {"precision", "recall", "f1"} <= set(rec) and rec["windows"] > 0
+    systems = metrics["transfer"]
+    assert set(systems) == {"attribute_vector", "classifier_guided", "reconstruction", "copy_content", "copy_style"}
+    for system, data in systems.items():
+        assert set(data["directions"]) == {"busy_to_calm", "calm_to_busy"}
+        assert {"strength", "chroma_similarity", "rhythm_similarity", "gap_closed"} <= set(data["mean"])
+        for d in data["directions"].values():
+            assert set(d["stats"]) == set(ms.STAT_NAMES)
+    # the source against itself: full content, no movement
+    assert systems["copy_content"]["mean"]["chroma_similarity"] == pytest.approx(1.0)
+    assert systems["copy_content"]["mean"]["rhythm_similarity"] == pytest.approx(1.0)
+    assert systems["copy_content"]["mean"]["gap_closed"] == pytest.approx(0.0)
+    # a real piece of the target style is the judge's home ground
+    assert systems["copy_style"]["mean"]["strength"] >= 0.8
+    assert systems["copy_style"]["mean"]["gap_closed"] > 0.5
+    assert set(metrics["target_stats"]) == {"busy", "calm"}
+    assert metrics["transfer_outputs"]["failed"] == 0
+
+
+def test_eval_json_is_strict_json(project):
+    text = (project.root / "metrics" / "eval.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text)
+
+
+# ---------------------------------------------------------------- the report folder
+def test_report_is_self_contained(project):
+    index = project.report / "index.html"
+    page = index.read_text()
+    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    local = [l for l in links if not l.startswith("#")]
+    assert local, "the report links its pictures, MIDI and audio"
+    for link in local:
+        assert not re.match(r"^[a-z]+:", link), f"absolute or remote link {link}"
+        assert (project.report / link).is_file(), f"broken link {link}"
+    assert "<script src" not in page and "<link" not in page  # nothing from elsewhere
+    assert 'src="img/training_curves.png"' in page
+    kinds = {Path(l).suffix for l in local}
+    assert {".png", ".mid", ".wav"} <= kinds
+    assert page.index('id="judge"') < page.index('id="transfer"')  # the judge is read first
+    for baseline in ("copy content", "copy style", "reconstruction"):
+        assert baseline in page
+
+
+def test_report_audio_is_short_playable_wav(project):
+    wavs = sorted(project.report.rglob("*.wav"))
+    assert wavs
+    for path in wavs:
+        with wave.open(str(path)) as w:
+            assert w.getnchannels() == 1 and w.getsampwidth() == 2
+            assert w.getnframes() / w.getframerate() <= project.params.evaluate.audio_seconds + 1.0
+
+
+def test_report_without_audio(project, tmp_path):
+    from midistyle.evaluate import evaluate
+
+    paths = eval_paths(project)
+    paths = type(paths)(**{**paths.__dict__, "report": tmp_path / "report", "metrics": tmp_path / "eval.json"})
+    evaluate(tiny_params(evaluate={"audio": "none"}), paths)
+    assert not list((tmp_path / "report").rglob("*.wav")) and not list((tmp_path / "report").rglob("*.ogg"))
+    assert (tmp_path / "report" / "index.html").exists()
+
+
+def test_evaluate_logs_metrics_and_report_to_mlflow(project, tmp_path, monkeypatch):
+    from midistyle.evaluate import evaluate
+    from midistyle.tracking import client
+
+    monkeypatch.setenv("MIDISTYLE_MLFLOW_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tiny_params(mlflow={"enabled": True}, evaluate={"audio": "none"})
+    paths = eval_paths(project)
+    paths = type(paths)(**{**paths.__dict__, "report": tmp_path / "report", "metrics": tmp_path / "eval.json"})
+    evaluate(params, paths)
+    mlf = client()
+    (run,) = mlf.search_runs([mlf.get_experiment_by_name(params.mlflow.experiment).experiment_id])
+    assert run.data.tags["dvc_stage"] == "evaluate"
+    assert {"judge_test_accuracy", "attribute_vector_strength", "copy_style_chroma_similarity"} <= set(run.data.metrics)
+    logged = {a.path for a in mlf.list_artifacts(run.info.run_id, "report")}
+    assert "report/index.html" in logged and "report/img" in logged
+
+
+# ---------------------------------------------------------------- audio
+def _pm(seconds: float) -> pretty_midi.PrettyMIDI:
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0)
+    inst.notes = [pretty_midi.Note(80, 60 + i % 7, i * 0.5, i * 0.5 + 0.4) for i in range(int(seconds * 2))]
+    pm.instruments.append(inst)
+    return pm
+
+
+def test_synth_renders_only_the_first_seconds(tmp_path):
+    _pm(20).write(str(tmp_path / "x.mid"))
+    out = audio.render(tmp_path / "x.mid", tmp_path / "x", "synth", sample_rate=8000, seconds=3)
+    with wave.open(str(out)) as w:
+        assert 2.5 < w.getnframes() / w.getframerate() <= 3.5
+        data = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    assert np.abs(data).max() > 1000  # audible, not silence
+    empty = pretty_midi.PrettyMIDI()
+    empty.instruments.append(pretty_midi.Instrument(0))
+    empty.write(str(tmp_path / "e.mid"))
+    assert audio.render(tmp_path / "e.mid", tmp_path / "e", "synth") is None
+
+
+@pytest.mark.skipif(audio.resolve_mode("auto") != "soundfont", reason="FluidSynth or a GM soundfont is not installed "
+                    "(apt-get install fluidsynth fluid-soundfont-gm)")
+def test_soundfont_renders_ogg_vorbis(tmp_path):
+    _pm(4).write(str(tmp_path / "x.mid"))
+    out = audio.render(tmp_path / "x.mid", tmp_path / "x", "soundfont", sample_rate=22050, seconds=2)
+    assert out.suffix == ".ogg" and out.read_bytes()[:4] == b"OggS"
+
+
+def test_soundfont_requested_but_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="apt-get install fluidsynth fluid-soundfont-gm"):
+        audio.resolve_mode("soundfont")
+    assert audio.resolve_mode("auto") == "synth"

@@ -1,0 +1,129 @@
+"""The GRU-VAE: a causal decoder that knows the window only through z, and checkpoints that load back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from midistyle.model import StyleVAE, VAEConfig, load_vae
+from midistyle.recon import count_cells, reconstruct, reconstruction_scores, scores, tune_threshold
+from midistyle.shards import ShardIndex
+from midistyle.train import Paths, to_tensors, train, vae_loss
+from tests.helpers_train import make_shards, tiny_params
+
+CFG = VAEConfig(n_pitches=25, window_steps=16, latent_size=16, encoder_hidden=32, dense_size=32, decoder_hidden=128)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return ShardIndex.open(make_shards(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def overfit(shards):
+    """A VAE trained to reproduce 8 windows (400 Adam steps, a few seconds): (model, batch, threshold)."""
+    batch = shards.load_split("train").take(slice(0, 8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is as fast, and robust to a busy machine
+    torch.manual_seed(0)
+    vae = StyleVAE(CFG)
+    opt = torch.optim.Adam(vae.parameters(), lr=5e-3)
+    x, lengths = to_tensors(batch, torch.device("cpu"))
+    pos_weight = torch.tensor([5.0, 5.0])
+    for _ in range(400):
+        logits, mu, logvar, _ = vae(x, lengths)
+        loss = vae_loss(logits, x, lengths, mu, logvar, pos_weight, kl_weight=0.01, free_bits=0.0)["total"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+    vae.eval()
+    threshold, _, _ = tune_threshold(vae, batch)
+    torch.set_num_threads(threads)
+    return vae, batch, threshold
+
+
+@pytest.mark.parametrize("encoder", ["per_hand", "joint"])
+@pytest.mark.parametrize("autoregressive", [True, False])
+def test_shapes(encoder, autoregressive):
+    cfg = VAEConfig(n_pitches=7, window_steps=12, latent_size=3, encoder=encoder, encoder_hidden=5, dense_size=4,
+                    decoder_hidden=6, autoregressive=autoregressive)
+    vae = StyleVAE(cfg)
+    x = (torch.rand(2, 12, 2, 2, 7) < 0.3).float()
+    logits, mu, logvar, z = vae(x, torch.tensor([12, 5]))
+    assert logits.shape == x.shape and mu.shape == logvar.shape == z.shape == (2, 3)
+    assert vae.generate(mu).shape == x.shape
+
+
+def test_decoder_is_causal_and_reads_only_z_and_the_shifted_target():
+    torch.manual_seed(0)
+    vae = StyleVAE(CFG).eval()
+    z = torch.randn(3, CFG.latent_size)
+    target = (torch.rand(3, 16, 2, 2, 25) < 0.2).float()
+    later = target.clone()
+    later[:, 9:] = 1.0 - later[:, 9:]  # change every frame from step 9 on
+    a, b = vae.decode(z, target), vae.decode(z, later)
+    # step t reads target[t - 1]: steps 0..9 cannot see a change at step >= 9
+    assert torch.equal(a[:, :10], b[:, :10])
+    assert not torch.equal(a[:, 10:], b[:, 10:])
+
+
+def test_generate_feeds_back_its_own_thresholded_frames():
+    """Free decoding == teacher forcing on the decoder's own (thresholded) output."""
+    torch.manual_seed(1)
+    vae = StyleVAE(CFG).eval()
+    z = torch.randn(4, CFG.latent_size)
+    probs = vae.generate(z, threshold=0.5)
+    with torch.no_grad():
+        forced = torch.sigmoid(vae.decode(z, (probs > 0.5).float()))
+    torch.testing.assert_close(forced, probs, rtol=1e-4, atol=1e-5)
+
+
+def test_overfitting_a_handful_of_windows_reconstructs_them_by_free_decoding(overfit):
+    vae, batch, threshold = overfit
+    s = reconstruction_scores(vae, batch, threshold)
+    assert s["f1"] > 0.95, s
+    assert s["onset_f1"] > 0.9, s
+
+
+def test_the_reconstruction_depends_on_z(overfit):
+    """Decoding every window from another window's z is much worse: the decoder uses the latent code."""
+    vae, batch, threshold = overfit
+    x, lengths = to_tensors(batch, torch.device("cpu"))
+    with torch.no_grad():
+        mu, _ = vae.encode(x, lengths)
+        shuffled = vae.generate(mu.roll(1, dims=0), steps=x.shape[1], threshold=threshold).numpy()
+    own = reconstruction_scores(vae, batch, threshold)["f1"]
+    other = scores(count_cells(shuffled > threshold, batch.rolls, batch.lengths))["f1"]
+    assert other < own - 0.3, (own, other)
+
+
+def test_reconstruction_ignores_padding(overfit):
+    vae, batch, threshold = overfit
+    short = batch.take(slice(0, 2))
+    short.lengths = np.array([5, 16], np.int32)
+    probs = reconstruct(vae, short.rolls, short.lengths, threshold)
+    assert not probs[0, 5:].any()
+    pred = probs > threshold
+    pred[0, 5:] = True  # "notes" in the padding are not counted
+    assert count_cells(pred, short.rolls, short.lengths) == count_cells(probs > threshold, short.rolls, short.lengths)
+
+
+def test_checkpoint_round_trip_through_load_vae(shards, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params(train={"epochs": 1})
+    train(params, Paths(shards=shards.root), progress=False)
+    vae, ckpt = load_vae("models/vae.pt")  # weights_only=True inside
+    assert not vae.training
+    assert ckpt["epoch"] == 1 and ckpt["styles"] == ["legato", "staccato"]
+    assert ckpt["shards_hash"] == shards.content_hash() and ckpt["spec"] == shards.spec.to_dict()
+    assert 0 < ckpt["threshold"] < 1 and set(ckpt["pos_weight"]) == {"sounding", "onset"}
+    assert ckpt["params"]["train"]["epochs"] == 1 and len(ckpt["history"]) == 1
+    assert "optimizer_state" in ckpt and isinstance(ckpt["git_rev"], str)
+    fresh = StyleVAE(VAEConfig(**ckpt["model_config"]))
+    fresh.load_state_dict(ckpt["model_state"])
+    fresh.eval()
+    x = torch.from_numpy(shards.load_split("val").rolls[:4]).float()
+    with torch.no_grad():
+        torch.testing.assert_close(vae.encode(x)[0], fresh.encode(x)[0], rtol=0, atol=0)

@@ -1,0 +1,327 @@
+"""The train_vae stage: loss terms, outputs, determinism, resuming (exception and SIGKILL), DDP, MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from midistyle import tracking
+from midistyle.config import TrainParams
+from midistyle.model import load_vae
+from midistyle.shards import ShardIndex
+from midistyle.train import Paths, kl_weight_at, note_density, pos_weights, train, vae_loss
+from tests.helpers_train import REPO, make_shards, tiny_params, tiny_raw
+
+EPOCHS = 4
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "timing"}
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model_state"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k  # bitwise
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return make_shards(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="module")
+def baseline(shards, tmp_path_factory):
+    """An uninterrupted run of EPOCHS epochs: (its folder, its metrics)."""
+    root = tmp_path_factory.mktemp("baseline")
+    metrics = train(tiny_params(train={"epochs": EPOCHS}), paths_in(root, shards), progress=False)
+    return root, metrics
+
+
+def paths_in(root: Path, shards: Path) -> Paths:
+    return Paths(shards=shards, model=root / "models/vae.pt", metrics=root / "metrics/train_vae.json",
+                 curves=root / "metrics/train_vae_curves.csv", last=root / "models/tmp/vae-last.pt")
+
+
+# ---------------------------------------------------------------- loss
+def test_loss_sums_weighted_bce_inside_lengths_and_averages_over_the_batch():
+    torch.manual_seed(0)
+    x = (torch.rand(2, 6, 2, 2, 3) < 0.3).float()
+    logits = torch.randn(2, 6, 2, 2, 3)
+    lengths = torch.tensor([6, 2])
+    mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
+    pw = torch.tensor([3.0, 7.0])
+    terms = vae_loss(logits, x, lengths, mu, logvar, pw, kl_weight=1.0, free_bits=0.0)
+    # by hand: -[pw * x * log p + (1 - x) * log(1 - p)], pw per channel (axis 3)
+    p = torch.sigmoid(logits)
+    w = pw.view(1, 1, 1, 2, 1)
+    bce = -(w * x * torch.log(p) + (1 - x) * torch.log(1 - p))
+    expected = (bce[0].sum() + bce[1, :2].sum()) / 2
+    torch.testing.assert_close(terms["recon"], expected)
+    assert float(terms["kl"]) == 0.0
+    padded = logits.clone()
+    padded[1, 2:] = 100.0  # anything in the padding
+    assert torch.equal(vae_loss(padded, x, lengths, mu, logvar, pw, 1.0, 0.0)["recon"], terms["recon"])
+
+
+def test_kl_with_free_bits_per_dimension():
+    mu = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # dim 0: KL 0.5 nats, dim 1: 0
+    logvar = torch.zeros(2, 2)
+    x = torch.zeros(2, 1, 2, 2, 1)
+    args = (torch.zeros_like(x), x, torch.tensor([1, 1]), mu, logvar, torch.ones(2))
+    t = vae_loss(*args, kl_weight=2.0, free_bits=0.2)
+    torch.testing.assert_close(t["kl"], torch.tensor(0.5))
+    torch.testing.assert_close(t["kl_bits_per_dim"], torch.tensor(0.25 / math.log(2)))
+    torch.testing.assert_close(t["total"] - t["recon"], torch.tensor(2.0 * (0.5 + 0.2)))  # dim 1 clamped to 0.2
+
+
+def test_kl_weight_rises_linearly_per_step():
+    tp = TrainParams(kl_weight=0.5, kl_anneal_epochs=2)
+    assert [kl_weight_at(s, 10, tp) for s in (0, 5, 10, 20, 35)] == [0.0, 0.125, 0.25, 0.5, 0.5]
+    assert kl_weight_at(0, 10, TrainParams(kl_weight=0.5, kl_anneal_epochs=0)) == 0.5
+
+
+def test_pos_weight_from_the_training_note_density(shards):
+    index = ShardIndex.open(shards)
+    rolls, lengths = [], []
+    for s in index.shards:
+        if s["split"] == "train":
+            b = index.read_shard(s)
+            rolls.append(b.rolls)
+            lengths.append(b.lengths)
+    rolls, lengths = np.concatenate(rolls), np.concatenate(lengths)
+    d = rolls.sum(axis=(0, 1, 2, 4)) / (lengths.sum() * 2 * rolls.shape[-1])
+    np.testing.assert_allclose(note_density(index), d)
+    assert 0 < d[1] < d[0] < 0.5  # onsets are rarer than sounding cells
+    tp = TrainParams(max_pos_weight=1e9)
+    np.testing.assert_allclose(pos_weights(index, tp), (1 - d) / d)
+    assert pos_weights(index, TrainParams(max_pos_weight=3.0)) == [3.0, 3.0]
+    assert pos_weights(index, TrainParams(pos_weight=2.5)) == [2.5, 2.5]
+
+
+# ---------------------------------------------------------------- the stage
+def test_outputs(baseline):
+    root, metrics = baseline
+    assert not (root / "models/tmp/vae-last.pt").exists()  # removed on success
+    assert json.loads((root / "metrics/train_vae.json").read_text()) == metrics
+    assert metrics["epochs"] == EPOCHS and metrics["timing"]["resumed_from_epoch"] == 0
+    for key in ("precision", "recall", "f1", "onset_f1", "active_dims", "kl", "recon"):
+        assert key in metrics["test"] and key in metrics["val"]
+    assert metrics["timing"]["windows_per_second"] > 0
+    lines = (root / "metrics/train_vae_curves.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[0] == "epoch" and len(lines) == EPOCHS + 1
+    for name in ("recon", "kl", "kl_bits_per_dim", "kl_weight", "total"):
+        assert f"train_{name}" in header and f"val_{name}" in header
+    assert {"val_precision", "val_recall", "val_f1", "val_active_dims", "val_threshold"} <= set(header)
+    _, ckpt = load_vae(root / "models/vae.pt")
+    assert ckpt["threshold"] == metrics["threshold"] == ckpt["history"][-1]["val_threshold"]
+    assert [h["epoch"] for h in ckpt["history"]] == list(range(1, EPOCHS + 1))
+    kl_weights = [h["train_kl_weight"] for h in ckpt["history"]]
+    assert kl_weights[0] == pytest.approx(1.0) and kl_weights[-1] == pytest.approx(1.0)  # annealed over 1 epoch
+
+
+def test_a_fixed_threshold_param_is_used_and_stored(shards, tmp_path):
+    metrics = train(tiny_params(train={"epochs": 1, "threshold": 0.7}), paths_in(tmp_path, shards), progress=False)
+    assert metrics["threshold"] == 0.7
+    assert load_vae(tmp_path / "models/vae.pt")[1]["threshold"] == 0.7
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_ends_bitwise_equal(baseline, shards, tmp_path):
+    params = tiny_params(train={"epochs": EPOCHS})
+    paths = paths_in(tmp_path, shards)
+
+    def stop_after_2(epoch, row):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(params, paths, progress=False, after_epoch=stop_after_2)
+    assert torch.load(paths.last, weights_only=True)["epoch"] == 2 and not paths.model.exists()
+    metrics = train(params, paths, progress=False)
+    assert metrics["timing"]["resumed_from_epoch"] == 2
+    assert without_timing(metrics) == without_timing(baseline[1])
+    assert_same_weights(paths.model, baseline[0] / "models/vae.pt")
+    assert (tmp_path / "metrics/train_vae_curves.csv").read_text() == (baseline[0] / "metrics/train_vae_curves.csv").read_text()
+
+
+def test_a_checkpoint_of_other_params_is_not_resumed(shards, tmp_path):
+    paths = paths_in(tmp_path, shards)
+
+    def stop(epoch, row):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(tiny_params(train={"epochs": 2}), paths, progress=False, after_epoch=stop)
+    assert paths.last.exists()
+    metrics = train(tiny_params(train={"epochs": 2, "lr": 0.003}), paths, progress=False)
+    assert metrics["timing"]["resumed_from_epoch"] == 0
+
+
+KILLED_RUN = """
+import logging, sys, time
+from pathlib import Path
+from midistyle import shards
+from midistyle.train import Paths, train
+from tests.helpers_train import tiny_params
+
+iter_batches = shards.ShardIndex.iter_batches
+
+def stalling(self, split, *args, epoch=0, **kwargs):  # stalls in the middle of epoch 3 (index 2)
+    for i, batch in enumerate(iter_batches(self, split, *args, epoch=epoch, **kwargs)):
+        if split == "train" and epoch == 2 and i == 2:
+            Path("mid-epoch").touch()
+            time.sleep(120)
+        yield batch
+
+shards.ShardIndex.iter_batches = stalling
+logging.basicConfig(level=logging.INFO)
+train(tiny_params(train={"epochs": %d}), Paths(shards=Path(sys.argv[1])), progress=False)
+"""
+
+
+def test_resume_after_sigkill_mid_epoch_ends_bitwise_equal(baseline, shards, tmp_path, monkeypatch):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN % EPOCHS, str(shards)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "mid-epoch").exists():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the run never reached epoch 3"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    last = tmp_path / "models/tmp/vae-last.pt"
+    assert torch.load(last, weights_only=True)["epoch"] == 2 and not (tmp_path / "models/vae.pt").exists()
+    assert not list(last.parent.glob("*.part"))  # atomic writes leave no partial file behind
+
+    monkeypatch.chdir(tmp_path)
+    metrics = train(tiny_params(train={"epochs": EPOCHS}), Paths(shards=shards), progress=False)
+    assert metrics["timing"]["resumed_from_epoch"] == 2
+    assert without_timing(metrics) == without_timing(baseline[1])
+    assert_same_weights(tmp_path / "models/vae.pt", baseline[0] / "models/vae.pt")
+    assert not last.exists()
+
+
+def test_ddp_two_gloo_processes_on_cpu(shards, tmp_path):
+    """train.num_processes: 2 re-launches the stage under torchrun; rank 0 writes a loadable checkpoint."""
+    raw = tiny_raw(train={"epochs": 2, "num_processes": 2})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/shards").symlink_to(shards)
+    proc = subprocess.run([sys.executable, str(REPO / "stages/train_vae.py")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    vae, ckpt = load_vae(tmp_path / "models/vae.pt")
+    metrics = json.loads((tmp_path / "metrics/train_vae.json").read_text())
+    assert metrics["timing"]["processes"] == 2 and ckpt["epoch"] == 2
+    assert not any(k.startswith("module.") for k in ckpt["model_state"])  # the bare model, not the DDP wrapper
+
+
+def test_draw_rolls_writes_one_panel_per_roll(tmp_path):
+    from PIL import Image
+
+    from midistyle.pictures import draw_rolls, roll_image
+
+    roll = np.zeros((32, 2, 2, 25), bool)
+    roll[0:8, 0, 0, 20] = roll[0, 0, 1, 20] = True  # a held right-hand note
+    roll[4:6, 1, 0, 3] = roll[4, 1, 1, 3] = True  # a short left-hand note
+    img = roll_image(roll)
+    assert img.shape == (25, 32, 3) and img[20, 0].max() < 1 and (img[0, 0] == 1).all()
+    one = draw_rolls([("a", roll)], tmp_path / "one.png")
+    two = draw_rolls([("a", roll), ("probabilities", roll * 0.5)], tmp_path / "two.png", pitch_low=48, title="t")
+    h1, h2 = Image.open(one).size[1], Image.open(two).size[1]
+    assert h2 > 1.5 * h1
+
+
+# ---------------------------------------------------------------- MLflow
+def test_project_root_is_found_from_a_dvc_experiment_copy(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    exp = repo / ".dvc/tmp/exps/tmpab12cd"
+    (exp / "stages").mkdir(parents=True)
+    (exp / ".dvc").mkdir()  # the copy is a DVC repo of its own
+    assert tracking.project_root(exp / "stages") == repo
+    assert tracking.project_root(repo / ".dvc/tmp/exps") == repo
+    assert tracking.project_root(exp.parent.parent.parent / "cache") == repo  # nearest folder holding .dvc/
+    for var in tracking.URI_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(exp)
+    assert tracking.tracking_uri() == f"sqlite:///{repo.resolve() / 'mlflow.db'}"
+    assert tracking.artifact_location(tracking.tracking_uri()) == (repo.resolve() / "mlartifacts").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert tracking.tracking_uri() == "sqlite:///elsewhere.db"
+    monkeypatch.setenv("MIDISTYLE_MLFLOW_URI", "sqlite:////x/y.db")
+    assert tracking.tracking_uri() == "sqlite:////x/y.db"
+
+
+def test_disabled_tracking_yields_a_no_op_run():
+    with tracking.start_run(tiny_params(), "train_vae") as run:
+        assert not run.enabled and run.run_id is None
+        run.log_metrics({"a": 1.0}, step=1)
+        run.tag_outputs("does-not-matter")
+
+
+def test_a_training_run_is_logged_to_mlflow(shards, tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'store/mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MIDISTYLE_MLFLOW_URI", uri)
+    monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
+    params = tiny_params(train={"epochs": 2}, mlflow={"enabled": True, "experiment": "midistyle-test"})
+    paths = paths_in(tmp_path, shards)
+
+    def stop(epoch, row):
+        raise Stop
+
+    with pytest.raises(Stop):  # the run fails after epoch 1 ...
+        train(params, paths, progress=False, after_epoch=stop)
+    train(params, paths, progress=False)  # ... and the resumed training logs into the same run
+
+    client = tracking.client(uri)
+    exp = client.get_experiment_by_name("midistyle-test")
+    assert exp.artifact_location == (tmp_path / "store/mlartifacts").as_uri()
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny-exp"
+    tags = run.data.tags
+    assert tags["resumed_from_epoch"] == "1"
+    assert tags["dvc_stage"] == "train_vae" and tags["dvc_exp_name"] == "tiny-exp"
+    assert tags["dvc_exp_baseline_rev"] == "abc123" and tags["profile"] == "tiny"
+    assert tags["git_rev"] and tags["git_dirty"] in ("true", "false", "none")
+    assert run.data.params["train.epochs"] == "2" and run.data.params["seed"] == "0"
+    assert run.data.params["model.latent_size"] == "8"
+    for key in ("train_recon", "train_kl", "train_kl_bits_per_dim", "train_kl_weight", "train_total", "val_recon",
+                "val_kl", "val_total", "val_precision", "val_recall", "val_f1", "val_active_dims", "test_f1"):
+        assert key in run.data.metrics, key
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_f1")] == [1, 2]
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "reconstructions")}
+    assert files == {f"reconstructions/val-{i:02d}{suffix}" for i in range(2)
+                     for suffix in ("-original.mid", "-reconstruction.mid", ".png")}
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} == {"model/vae.pt"}
+    ckpt = torch.load(paths.model, weights_only=True)
+    assert ckpt["mlflow_run_id"] == run.info.run_id
+    # the run that produced models/vae.pt is found from the file's md5 (what dvc.lock records)
+    assert tags[f"dvc_out_md5.{paths.model.as_posix()}"] == tracking.file_md5(paths.model)
+    assert tracking.find_runs_for_output(paths.model, experiment="midistyle-test") == [run.info.run_id]

@@ -1,0 +1,199 @@
+"""Whole-piece style transfer: windows, latent moves, the transfer stage's outputs and its failure handling."""
+
+import csv
+import shutil
+
+import mido
+import numpy as np
+import pytest
+import torch
+
+from midistyle.errors import UserError
+from midistyle.roll import RollSpec, iter_windows, midi_to_roll, read_piece
+from midistyle.transfer import (
+    METHODS,
+    MANIFEST_COLUMNS,
+    RECONSTRUCTION,
+    Job,
+    StyleTransfer,
+    TransferSettings,
+    output_path,
+    piece_name,
+    piece_windows,
+    transfer_stage,
+)
+from tests.helpers_style import STYLES, Project, tiny_params, tiny_project
+from tests.midi_fixtures import tick_piece
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return tiny_project(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(project):
+    return StyleTransfer.load(project.vae, project.classifier)
+
+
+def _manifest(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---------------------------------------------------------------- windows
+def test_piece_windows_are_the_non_overlapping_windows_in_four_four():
+    spec = RollSpec()
+    notes = [(60 + i % 12, i * 480, i * 480 + 240) for i in range(4 * 10)]  # 10 bars of quarter notes
+    piece = midi_to_roll(mido_pm(tick_piece(notes)), spec)
+    got = [(w.start, w.length) for w in piece_windows(piece, spec)]
+    want = [(w.start, w.length) for w in iter_windows(piece, spec, hop_bars=spec.bars_per_window, keep_empty=True)]
+    assert got == want == [(0, 64), (64, 64), (128, 30)]  # the last note ends half a beat early
+
+
+def test_piece_windows_skip_no_bar_in_a_long_metre():
+    spec = RollSpec()  # window = 64 steps: only two bars of 12/8 (24 steps each) fit
+    notes = [(60, i * 240, i * 240 + 120) for i in range(6 * 2 * 8)]  # 8 bars of 12/8 eighths
+    piece = midi_to_roll(mido_pm(tick_piece(notes, meters=[(0, 12, 8)])), spec)
+    windows = piece_windows(piece, spec)
+    assert [w.start for w in windows] == [0, 48, 96, 144]
+    assert sum(w.length for w in windows) == len(piece.roll)  # every step of the piece is in a window
+    assert all(b.start == a.start + a.length for a, b in zip(windows, windows[1:]))
+    # a plain hop of bars_per_window would have skipped bars 3-4 and 7-8
+    plain = list(iter_windows(piece, spec, hop_bars=spec.bars_per_window, keep_empty=True))
+    assert sum(w.length for w in plain) < len(piece.roll)
+
+
+def mido_pm(data: bytes):
+    import io
+
+    import pretty_midi
+
+    return pretty_midi.PrettyMIDI(io.BytesIO(data))
+
+
+# ---------------------------------------------------------------- latent moves
+def test_attribute_vector_moves_by_alpha_times_the_style_difference(model):
+    mu = torch.randn(5, model.regions.means.shape[1])
+    src, tgt = torch.zeros(5, dtype=torch.long), torch.ones(5, dtype=torch.long)
+    z = model.move(mu, "attribute_vector", src, tgt, TransferSettings(alpha=0.7))
+    np.testing.assert_allclose((z - mu).numpy(), (0.7 * (model.regions.means[1] - model.regions.means[0])).expand(5, -1).numpy(),
+                               atol=1e-6)
+    assert torch.equal(model.move(mu, "attribute_vector", src, tgt, TransferSettings(alpha=0.0)), mu)
+    assert torch.equal(model.move(mu, RECONSTRUCTION, src, tgt, TransferSettings()), mu)
+
+
+def test_classifier_guided_raises_the_target_probability_and_stays_near_when_told(model):
+    torch.manual_seed(0)
+    mu = model.regions.means[0] + 0.1 * torch.randn(6, model.regions.means.shape[1])
+    src, tgt = torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.long)
+    free = model.move(mu, "classifier_guided", src, tgt, TransferSettings(guided_steps=30, guided_lr=0.1, guided_distance_weight=0.0))
+    near = model.move(mu, "classifier_guided", src, tgt, TransferSettings(guided_steps=30, guided_lr=0.1, guided_distance_weight=100.0))
+    before, after = model.style_probs(mu)[:, 1], model.style_probs(free)[:, 1]
+    assert (after > before).all()
+    assert (near - mu).norm(dim=1).max() < (free - mu).norm(dim=1).min()
+    none = model.move(mu, "classifier_guided", src, tgt, TransferSettings(guided_steps=0))
+    assert torch.equal(none, mu)
+
+
+def test_strength_sets_alpha_and_scales_guided_steps():
+    s = TransferSettings(alpha=1.0, guided_steps=50).with_strength(0.5)
+    assert s.alpha == 0.5 and s.guided_steps == 25
+    with pytest.raises(UserError, match="strength"):
+        TransferSettings().with_strength(-1)
+
+
+def test_unknown_method_and_style_are_user_errors(model):
+    mu = torch.zeros(1, model.regions.means.shape[1])
+    idx = torch.zeros(1, dtype=torch.long)
+    with pytest.raises(UserError, match="unknown transfer method"):
+        model.move(mu, "magic", idx, idx, TransferSettings())
+    with pytest.raises(UserError, match="unknown style 'polka'.*busy, calm"):
+        model.style_index("polka")
+
+
+def test_transfer_piece_keeps_length_and_silent_windows(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    piece.roll[64:128] = False  # a silent second window
+    rolls = model.transfer_piece(piece, [Job(RECONSTRUCTION, 1, 1), Job("attribute_vector", 1, 0)], TransferSettings())
+    for roll in rolls:
+        assert roll.shape == piece.roll.shape and roll.dtype == bool
+        assert not roll[64:128].any()
+
+
+# ---------------------------------------------------------------- names
+def test_output_names():
+    assert piece_name("jazz/sub/Tune A.mid", "jazz") == "sub__Tune A.mid"
+    assert output_path("attribute_vector", "jazz", "pop", "jazz/x.mid") == "attribute_vector/jazz_to_pop/x.mid"
+    assert output_path(RECONSTRUCTION, "jazz", "jazz", "jazz/x.mid") == "reconstruction/jazz/x.mid"
+
+
+# ---------------------------------------------------------------- the stage
+def test_stage_writes_every_direction_method_and_reconstruction(project):
+    rows = _manifest(project.transfers / "manifest.csv")
+    assert tuple(rows[0]) == MANIFEST_COLUMNS
+    assert all(r["status"] == "ok" and r["error"] == "" for r in rows)
+    sources = {(r["source_style"], r["source_file"]) for r in rows}
+    assert {s for s, _ in sources} == set(STYLES)
+    for style, file in sources:
+        mine = {(r["method"], r["target_style"]) for r in rows if r["source_file"] == file}
+        others = [t for t in STYLES if t != style]
+        assert mine == {(RECONSTRUCTION, style)} | {(m, t) for m in METHODS for t in others}
+    for r in rows:
+        out = project.transfers / r["output_file"]
+        assert out.exists()
+        src = mido.MidiFile(project.raw / r["source_file"])
+        dst = mido.MidiFile(out)
+        assert _tempi(dst) == _tempi(src)  # written with the source's tempo map
+        assert int(r["windows"]) > 0
+    assert (project.transfers / "reconstruction" / "calm").is_dir()
+    assert (project.transfers / "attribute_vector" / "busy_to_calm").is_dir()
+
+
+def _tempi(mid: mido.MidiFile) -> list[int]:
+    return [m.tempo for track in mid.tracks for m in track if m.type == "set_tempo"]
+
+
+def _copy(project: Project, dst) -> Project:
+    shutil.copytree(project.root, dst)
+    return Project(dst, project.params)
+
+
+def test_a_failing_piece_is_recorded_and_the_batch_goes_on(project, tmp_path):
+    p = _copy(project, tmp_path / "p")
+    bad = next(r["source_file"] for r in _manifest(p.transfers / "manifest.csv") if r["source_style"] == "calm")
+    (p.raw / bad).write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff\xff\xffgarbage")
+    params = tiny_params(transfer={"max_failed_share": 0.5})
+    summary = transfer_stage(params, p.raw, p.splits, p.vae, p.classifier, p.transfers)
+    assert summary["pieces_failed"] == 1
+    rows = _manifest(p.transfers / "manifest.csv")
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and all(r["source_file"] == bad and "corrupt" in r["error"] for r in failed)
+    assert any(r["status"] == "ok" and r["source_style"] == "busy" for r in rows)
+
+    with pytest.raises(UserError, match="1 of 2 pieces failed"):
+        transfer_stage(tiny_params(), p.raw, p.splits, p.vae, p.classifier, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_max_pieces_per_style_caps_the_work(project, tmp_path):
+    import json
+
+    splits = json.loads(project.splits.read_text())
+    # put every calm piece in test: the cap must pick one
+    calm = [f for f in splits["train"] + splits["val"] if f.startswith("calm/")]
+    splits["test"] += calm
+    (tmp_path / "splits.json").write_text(json.dumps(splits))
+    summary = transfer_stage(tiny_params(transfer={"max_pieces_per_style": 1, "methods": ["attribute_vector"]}),
+                             project.raw, tmp_path / "splits.json", project.vae, project.classifier, tmp_path / "t")
+    assert summary["pieces_per_style"] == {"busy": 1, "calm": 1}
+    rows = _manifest(tmp_path / "t" / "manifest.csv")
+    assert {r["method"] for r in rows} == {RECONSTRUCTION, "attribute_vector"}
+    assert len(rows) == 4
+
+
+def test_missing_models_are_user_errors(project, tmp_path):
+    with pytest.raises(UserError, match="no trained model"):
+        transfer_stage(tiny_params(), project.raw, project.splits, tmp_path / "vae.pt", project.classifier, tmp_path / "t")
+    with pytest.raises(UserError, match="no trained model"):
+        transfer_stage(tiny_params(), project.raw, project.splits, project.vae, tmp_path / "c.pt", tmp_path / "t")
