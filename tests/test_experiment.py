@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from midistyle import tracking
+from midistyle.reproduce import clone
 from tests.helpers_train import REPO
 
 TINY = {  # the sample profile and a model of a few thousand weights: minutes on 2 CPU cores
@@ -36,16 +36,7 @@ def git(*args: str, cwd: Path) -> str:
 
 def clone_worktree(dest: Path) -> Path:
     """A git clone of the repo plus its uncommitted files (pipeline outputs excluded), committed in the clone."""
-    git("clone", "--quiet", "--no-hardlinks", str(REPO), str(dest), cwd=REPO)
-    for rel in filter(None, git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=REPO).split("\0")):
-        if rel.startswith(("metrics/", "data/", "models/")) or rel == "dvc.lock":
-            continue
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-        else:  # deleted in the working tree
-            (dest / rel).unlink(missing_ok=True)
+    clone(REPO, dest, worktree=True)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
@@ -105,6 +96,7 @@ def test_dvc_experiment_shows_up_in_exp_show_and_as_an_mlflow_run(tmp_path):
 LOG_A_RUN = """
 import sys
 from midistyle import tracking
+from midistyle.reproduce import clone
 from tests.helpers_train import tiny_params
 
 with tracking.start_run(tiny_params(mlflow={"enabled": True}), "train_vae") as run:
