@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
 from midistyle.errors import UserError
@@ -334,7 +336,7 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
         for source, files in pieces.items():
             s = model.style_index(source)
             jobs = [Job(RECONSTRUCTION, s, s)] + [Job(m, s, t) for t in range(len(model.styles)) if t != s for m in tp.methods]
-            for file in files:
+            for file in tqdm(files, desc=f"transfer {source}", unit="piece", mininterval=1.0, file=sys.stderr):
                 try:
                     piece = read_piece(Path(raw_dir) / file, model.spec)
                     rolls = model.transfer_piece(piece, jobs, settings)
@@ -348,7 +350,7 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
                     log.warning("transfer of %s failed: %s", file, exc)
                     for job in jobs:
                         rows.append(_row(job, model.styles, file, "", 0, "failed", f"{type(exc).__name__}: {exc}"))
-                log.info("transferred %s", file)
+                log.debug("transferred %s", file)
         n_pieces = sum(len(f) for f in pieces.values())
         if n_pieces == 0:
             raise UserError(f"{splits_path}: no test pieces of the styles {model.styles}")
