@@ -125,8 +125,8 @@ def train_tiny_vae(index: ShardIndex, path: Path, params: Params, steps: int = 6
         (rec + 0.01 * kl).backward()
         opt.step()
     vae.eval()
-    torch.save({"model_config": checkpoint_config(vae), "model_state": vae.state_dict(), "styles": index.styles,
-                "spec": spec.to_dict(), "threshold": 0.5, "params": {}}, path)
+    torch.save({"kind": "vae", "model_config": checkpoint_config(vae), "model_state": vae.state_dict(),
+                "styles": index.styles, "spec": spec.to_dict(), "threshold": 0.5, "params": {}}, path)
     return path
 
 

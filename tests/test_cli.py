@@ -111,6 +111,16 @@ def test_bad_input_is_one_line(capsys, models, project, tmp_path, case, match):
     assert len(err.strip().splitlines()) == 1 and match in err and "Traceback" not in err
 
 
+def test_a_checkpoint_of_another_kind_is_one_line(capsys, project, tmp_path):
+    src = str(project.raw / "calm" / "piece0.mid")
+    swapped = ["--vae", str(project.judge), "--classifier", str(project.classifier)]
+    code, _, err = run_main(capsys, "transfer", src, "--to", "busy", "-o", str(tmp_path / "x.mid"), *swapped)
+    assert code == 1 and err.strip() == f"midistyle: error: {project.judge}: not a vae checkpoint"
+    swapped = ["--vae", str(project.vae), "--classifier", str(project.vae)]
+    code, _, err = run_main(capsys, "styles", *swapped)
+    assert code == 1 and err.strip() == f"midistyle: error: {project.vae}: not a latent_classifier checkpoint"
+
+
 def test_no_trained_model_yet(capsys, tmp_path):
     code, _, err = run_main(capsys, "styles")
     assert code == 1 and "no trained model" in err and "dvc repro" in err

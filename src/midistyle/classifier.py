@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from midistyle.errors import UserError
-from midistyle.model import StyleVAE
+from midistyle.model import StyleVAE, read_checkpoint
 from midistyle.shards import ShardIndex
 
 log = logging.getLogger(__name__)
@@ -282,26 +282,12 @@ def save_classifier(path: str | Path, model: LatentClassifier, styles: list[str]
 
 def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[LatentClassifier, StyleRegions, dict]:
     """Rebuild the latent classifier and the style regions; a missing file is a :class:`UserError`."""
-    ckpt = load_checkpoint(path, CHECKPOINT_KIND, "train_classifier", map_location)
+    ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_classifier", map_location)
     model = LatentClassifier(ClassifierConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["state"])
     model.eval()
     regions = StyleRegions(ckpt["style_means"], ckpt["style_chol"], list(ckpt["style_windows"]))
     return model, regions, ckpt
-
-
-def load_checkpoint(path: str | Path, kind: str, stage: str, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(weights_only=True)`` of one of this package's checkpoints, with one-line errors."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no trained model (run `dvc repro {stage}` first)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many kinds (pickle, zip, runtime): all mean unreadable
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
-        raise UserError(f"{path}: not a {kind} checkpoint")
-    return ckpt
 
 
 # ---------------------------------------------------------------- the train_classifier stage

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from midistyle.classifier import FitSettings, class_weights, classification_metrics, fit_selected, load_checkpoint
+from midistyle.classifier import FitSettings, class_weights, classification_metrics, fit_selected
 from midistyle.fileio import atomic_write_bytes
+from midistyle.model import read_checkpoint
 from midistyle.roll import RollSpec
 from midistyle.shards import ShardIndex
 
@@ -115,7 +116,7 @@ def save_judge(path: str | Path, judge: RollJudge, styles: list[str], spec: Roll
 
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[RollJudge, dict]:
-    ckpt = load_checkpoint(path, CHECKPOINT_KIND, "train_classifier", map_location)
+    ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_classifier", map_location)
     judge = RollJudge(JudgeConfig(**ckpt["config"]))
     judge.load_state_dict(ckpt["state"])
     judge.eval()

@@ -21,6 +21,7 @@ window comes through z.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -156,14 +157,27 @@ def checkpoint_config(model: StyleVAE) -> dict:
     return asdict(model.cfg)
 
 
-def load_vae(path, map_location: str | torch.device = "cpu") -> tuple[StyleVAE, dict]:
-    """Rebuild the VAE from a checkpoint written by the train_vae stage (weights_only load)."""
+CHECKPOINT_KIND = "vae"
+
+
+def read_checkpoint(path, kind: str, stage: str, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(weights_only=True)`` of one of the pipeline's checkpoints (``kind``: vae,
+    latent_classifier, judge), with a one-line error for a missing, unreadable or foreign file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no trained model (run `dvc repro {stage}` first)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no trained model (run `dvc repro train_vae` first)") from None
-    except Exception as exc:
+    except Exception as exc:  # torch raises many kinds (pickle, zip, runtime): all mean unreadable
         raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise UserError(f"{path}: not a {kind} checkpoint")
+    return ckpt
+
+
+def load_vae(path, map_location: str | torch.device = "cpu") -> tuple[StyleVAE, dict]:
+    """Rebuild the VAE from a checkpoint written by the train_vae stage."""
+    ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_vae", map_location)
     model = StyleVAE(VAEConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     model.eval()

@@ -61,7 +61,7 @@ from tqdm import tqdm
 from midistyle.config import Params, TrainParams, as_dict
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from midistyle.model import StyleVAE, VAEConfig
+from midistyle.model import CHECKPOINT_KIND, StyleVAE, VAEConfig
 from midistyle.recon import add_counts, count_cells, reconstruct, reconstruction_scores, scores, tune_threshold
 from midistyle.shards import Batch, ShardIndex
 
@@ -347,6 +347,7 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
 
     def checkpoint(epoch: int, run_id: str | None) -> dict:
         return {
+            "kind": CHECKPOINT_KIND,
             "format": 1,
             "model_config": asdict(vae.cfg),
             "model_state": vae.state_dict(),
