@@ -50,8 +50,14 @@ def analytic_forward_flops(cfg: VAEConfig, lengths: np.ndarray) -> float:
         enc = steps * 2 * gru(4 * P, H)
         enc_out = 2 * H
     dense = B * 2 * (enc_out * cfg.dense_size + 2 * cfg.dense_size * Z)
-    dec_in = Z + (cfg.frame_size if cfg.autoregressive else 0)
-    dec = B * (2 * Z * Hd + W * (gru(dec_in, Hd) + 2 * Hd * 4 * P))  # z -> h0, GRU and the two hand heads
+    frame = cfg.frame_size if cfg.autoregressive else 0
+    heads = W * 2 * Hd * 2 * cfg.states * P  # the two hand heads at every step
+    if cfg.decoder == "hierarchical":
+        Hc, N = cfg.conductor_hidden, cfg.bars
+        conductor = 2 * Z * Hc + N * (gru(Z, Hc) + 2 * Hc * Hd)  # z -> state, GRU over bars, bar -> bottom state
+        dec = B * (conductor + W * gru(Hc + frame, Hd) + heads)
+    else:
+        dec = B * (2 * Z * Hd + W * gru(Z + frame, Hd) + heads)  # z -> h0, GRU over the window, heads
     return enc + dense + dec
 
 
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
                 break
         batches = batches[:n]
         pw = torch.tensor(pos_weights(index, tp), device=device)
-    cfg = VAEConfig.from_params(params.model, spec.n_pitches, spec.window_steps)
+    cfg = VAEConfig.from_params(params.model, spec.n_pitches, spec.window_steps,
+                                spec.max_beats_per_bar * spec.steps_per_beat)
     torch.manual_seed(params.seed)
     vae = StyleVAE(cfg).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)
@@ -152,8 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "data": "synthetic" if args.synthetic else str(args.shards),
-        "model": {k: getattr(cfg, k) for k in ("latent_size", "encoder", "encoder_hidden", "dense_size",
-                                               "decoder_hidden", "autoregressive")},
+        "model": {k: getattr(cfg, k) for k in ("latent_size", "encoder", "encoder_hidden", "dense_size", "decoder",
+                                               "conductor_hidden", "decoder_hidden", "autoregressive", "output")},
         "parameters": sum(p.numel() for p in vae.parameters()),
         "batch_size": bs,
         "window": [spec.window_steps, 2, 2, spec.n_pitches],

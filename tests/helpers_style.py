@@ -26,6 +26,7 @@ import torch
 from midistyle.config import Params, load_yaml, parse_params
 from midistyle.fileio import sha256_file
 from midistyle.model import StyleVAE, VAEConfig, checkpoint_config
+from midistyle.train import model_loss
 from midistyle.roll import RollSpec
 from midistyle.shards import ShardIndex
 
@@ -108,7 +109,8 @@ def train_tiny_vae(index: ShardIndex, path: Path, params: Params, steps: int = 6
     """A small StyleVAE fitted for a few steps, saved like the train_vae stage saves its checkpoint."""
     torch.manual_seed(seed)
     spec = index.spec
-    cfg = VAEConfig.from_params(params.model, spec.n_pitches, spec.window_steps)
+    cfg = VAEConfig.from_params(params.model, spec.n_pitches, spec.window_steps,
+                                spec.max_beats_per_bar * spec.steps_per_beat)
     vae = StyleVAE(cfg)
     opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
     data = index.load_split("train")
@@ -118,11 +120,9 @@ def train_tiny_vae(index: ShardIndex, path: Path, params: Params, steps: int = 6
     for _ in range(steps):
         idx = torch.from_numpy(gen.choice(len(x_all), size=min(32, len(x_all)), replace=False))
         x, lens = x_all[idx], lens_all[idx]
-        logits, mu, logvar, _ = vae(x, lens)
-        rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, pos_weight=torch.tensor(5.0))
-        kl = -0.5 * torch.mean(1 + logvar - mu**2 - logvar.exp())
+        loss = model_loss(vae, x, lens, torch.ones(2), kl_weight=0.01, free_bits=0.0)["total"]
         opt.zero_grad()
-        (rec + 0.01 * kl).backward()
+        loss.backward()
         opt.step()
     vae.eval()
     torch.save({"kind": "vae", "model_config": checkpoint_config(vae), "model_state": vae.state_dict(),

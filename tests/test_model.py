@@ -6,13 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from midistyle.model import StyleVAE, VAEConfig, load_vae
+from midistyle.model import StyleVAE, VAEConfig, load_vae, shift_right
 from midistyle.recon import count_cells, reconstruct, reconstruction_scores, scores, tune_threshold
 from midistyle.shards import ShardIndex
-from midistyle.train import Paths, to_tensors, train, vae_loss
+from midistyle.train import Paths, model_loss, to_tensors, train
 from tests.helpers_train import make_shards, tiny_params
 
-CFG = VAEConfig(n_pitches=25, window_steps=16, latent_size=16, encoder_hidden=32, dense_size=32, decoder_hidden=128)
+def config(**overrides) -> VAEConfig:
+    """The tiny shards' windows: 16 steps of 25 pitches, 2 bars of 8 steps."""
+    base = dict(n_pitches=25, window_steps=16, steps_per_bar=8, latent_size=16, encoder="per_hand", encoder_hidden=32,
+                dense_size=32, decoder="hierarchical", conductor_hidden=32, decoder_hidden=128, frames_per_step=2, autoregressive=True,
+                output="note_state", dropout=0.0)
+    return VAEConfig(**{**base, **overrides})
+
+
+CFG = config()
+DESIGNS = [dict(decoder=d, autoregressive=a, output=o) for d in ("flat", "hierarchical") for a in (True, False)
+           for o in ("independent", "note_state")]
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +40,9 @@ def overfit(shards):
     vae = StyleVAE(CFG)
     opt = torch.optim.Adam(vae.parameters(), lr=5e-3)
     x, lengths = to_tensors(batch, torch.device("cpu"))
-    pos_weight = torch.tensor([5.0, 5.0])
+    pos_weight = torch.tensor([1.0, 1.0])
     for _ in range(400):
-        logits, mu, logvar, _ = vae(x, lengths)
-        loss = vae_loss(logits, x, lengths, mu, logvar, pos_weight, kl_weight=0.01, free_bits=0.0)["total"]
+        loss = model_loss(vae, x, lengths, pos_weight, kl_weight=0.01, free_bits=0.0)["total"]
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -45,39 +54,57 @@ def overfit(shards):
 
 
 @pytest.mark.parametrize("encoder", ["per_hand", "joint"])
-@pytest.mark.parametrize("autoregressive", [True, False])
-def test_shapes(encoder, autoregressive):
-    cfg = VAEConfig(n_pitches=7, window_steps=12, latent_size=3, encoder=encoder, encoder_hidden=5, dense_size=4,
-                    decoder_hidden=6, autoregressive=autoregressive)
+@pytest.mark.parametrize("design", DESIGNS)
+def test_shapes(encoder, design):
+    cfg = config(n_pitches=7, window_steps=12, steps_per_bar=4, latent_size=3, encoder=encoder, encoder_hidden=5,
+                 dense_size=4, conductor_hidden=5, decoder_hidden=6, **design)
     vae = StyleVAE(cfg)
     x = (torch.rand(2, 12, 2, 2, 7) < 0.3).float()
     logits, mu, logvar, z = vae(x, torch.tensor([12, 5]))
-    assert logits.shape == x.shape and mu.shape == logvar.shape == z.shape == (2, 3)
+    assert logits.shape == (2, 12, 2, cfg.states, 7) and mu.shape == logvar.shape == z.shape == (2, 3)
+    assert vae.reconstruction_nll(logits, x, torch.ones(2)).shape == (2, 12)
     assert vae.generate(mu).shape == x.shape
 
 
-def test_decoder_is_causal_and_reads_only_z_and_the_shifted_target():
+def test_shift_right_restarts_every_block():
+    frames = torch.arange(1, 7, dtype=torch.float32).view(1, 6, 1)
+    assert shift_right(frames, 3).flatten().tolist() == [0, 1, 2, 0, 4, 5]
+    assert shift_right(frames, 6).flatten().tolist() == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("decoder", ["flat", "hierarchical"])
+def test_decoder_is_causal_and_reads_only_z_and_the_shifted_target(decoder):
     torch.manual_seed(0)
-    vae = StyleVAE(CFG).eval()
+    vae = StyleVAE(config(decoder=decoder)).eval()
     z = torch.randn(3, CFG.latent_size)
     target = (torch.rand(3, 16, 2, 2, 25) < 0.2).float()
     later = target.clone()
-    later[:, 9:] = 1.0 - later[:, 9:]  # change every frame from step 9 on
+    later[:, 11:] = 1.0 - later[:, 11:]  # change every frame from step 11 on
     a, b = vae.decode(z, target), vae.decode(z, later)
-    # step t reads target[t - 1]: steps 0..9 cannot see a change at step >= 9
-    assert torch.equal(a[:, :10], b[:, :10])
-    assert not torch.equal(a[:, 10:], b[:, 10:])
+    # step t reads target[t - 1]: steps 0..11 cannot see a change at step >= 11
+    assert torch.equal(a[:, :12], b[:, :12])
+    assert not torch.equal(a[:, 12:], b[:, 12:])
+    if decoder == "hierarchical":  # a bar restarts from its conductor embedding: bar 2 ignores bar 1's frames
+        early = target.clone()
+        early[:, :8] = 1.0 - early[:, :8]
+        assert torch.equal(vae.decode(z, early)[:, 8:], a[:, 8:])
 
 
-def test_generate_feeds_back_its_own_thresholded_frames():
-    """Free decoding == teacher forcing on the decoder's own (thresholded) output."""
+@pytest.mark.parametrize("design", DESIGNS)
+def test_generate_feeds_back_its_own_consistent_frames(design):
+    """Free decoding == teacher forcing on the decoder's own decoded output, and that output is consistent."""
     torch.manual_seed(1)
-    vae = StyleVAE(CFG).eval()
+    vae = StyleVAE(config(**design)).eval()
     z = torch.randn(4, CFG.latent_size)
-    probs = vae.generate(z, threshold=0.5)
+    out = vae.generate(z, threshold=0.3)
+    roll = (out > 0.3).float()
+    sounding, onset = roll[:, :, :, 0], roll[:, :, :, 1]
+    assert sounding.sum() > 0 and torch.all(onset <= sounding)  # an onset always sounds
+    before = torch.cat([torch.zeros_like(sounding[:, :1]), sounding[:, :-1]], dim=1)
+    assert torch.all(onset[(sounding == 1) & (before == 0)] == 1)  # no note is held from silence
     with torch.no_grad():
-        forced = torch.sigmoid(vae.decode(z, (probs > 0.5).float()))
-    torch.testing.assert_close(forced, probs, rtol=1e-4, atol=1e-5)
+        forced, _ = vae.cell_probs(vae.decode(z, roll) if design["autoregressive"] else vae.decode(z))
+    torch.testing.assert_close(forced, out[:, :, :, 0], rtol=1e-4, atol=1e-5)
 
 
 def test_overfitting_a_handful_of_windows_reconstructs_them_by_free_decoding(overfit):

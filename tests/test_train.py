@@ -20,6 +20,7 @@ from midistyle import tracking
 from midistyle.config import TrainParams
 from midistyle.model import load_vae
 from midistyle.shards import ShardIndex
+from midistyle.model import StyleVAE, VAEConfig, note_states
 from midistyle.train import Paths, kl_weight_at, note_density, pos_weights, train, vae_loss
 from tests.helpers_train import REPO, make_shards, tiny_params, tiny_raw
 
@@ -60,14 +61,21 @@ def paths_in(root: Path, shards: Path) -> Paths:
 
 
 # ---------------------------------------------------------------- loss
-def test_loss_sums_weighted_bce_inside_lengths_and_averages_over_the_batch():
+def _cfg(output: str) -> VAEConfig:
+    return VAEConfig(n_pitches=3, window_steps=6, steps_per_bar=3, latent_size=4, encoder="per_hand", encoder_hidden=4,
+                     dense_size=4, decoder="hierarchical", conductor_hidden=4, decoder_hidden=4, frames_per_step=1, autoregressive=True,
+                     output=output, dropout=0.0)
+
+
+def test_independent_output_loss_is_weighted_bce_summed_inside_lengths_and_averaged_over_the_batch():
     torch.manual_seed(0)
     x = (torch.rand(2, 6, 2, 2, 3) < 0.3).float()
     logits = torch.randn(2, 6, 2, 2, 3)
     lengths = torch.tensor([6, 2])
     mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
     pw = torch.tensor([3.0, 7.0])
-    terms = vae_loss(logits, x, lengths, mu, logvar, pw, kl_weight=1.0, free_bits=0.0)
+    nll = StyleVAE(_cfg("independent")).reconstruction_nll(logits, x, pw)
+    terms = vae_loss(nll, lengths, mu, logvar, kl_weight=1.0, free_bits=0.0)
     # by hand: -[pw * x * log p + (1 - x) * log(1 - p)], pw per channel (axis 3)
     p = torch.sigmoid(logits)
     w = pw.view(1, 1, 1, 2, 1)
@@ -75,16 +83,31 @@ def test_loss_sums_weighted_bce_inside_lengths_and_averages_over_the_batch():
     expected = (bce[0].sum() + bce[1, :2].sum()) / 2
     torch.testing.assert_close(terms["recon"], expected)
     assert float(terms["kl"]) == 0.0
-    padded = logits.clone()
+    padded = nll.clone()
     padded[1, 2:] = 100.0  # anything in the padding
-    assert torch.equal(vae_loss(padded, x, lengths, mu, logvar, pw, 1.0, 0.0)["recon"], terms["recon"])
+    assert torch.equal(vae_loss(padded, lengths, mu, logvar, 1.0, 0.0)["recon"], terms["recon"])
+
+
+def test_note_state_loss_is_the_cross_entropy_of_off_onset_hold():
+    x = torch.zeros(1, 6, 2, 2, 3)
+    x[0, 1:4, 0, 0, 1] = 1.0  # a note held over steps 1-3 in the right hand, pitch row 1
+    x[0, 1, 0, 1, 1] = 1.0  # its onset
+    x[0, 2, 0, 1, 1] = 1.0  # ... struck again at step 2
+    logits = torch.randn(1, 6, 2, 3, 3)
+    pw = torch.tensor([2.0, 5.0])  # (hold weight from the sounding channel, onset weight)
+    nll = StyleVAE(_cfg("note_state")).reconstruction_nll(logits, x, pw)
+    logp = torch.log_softmax(logits, dim=3)  # (1, W, hand, state, P)
+    expected = -logp[0, :, :, 0, :].sum()  # every cell off ...
+    for step, state, weight in ((1, 1, 5.0), (2, 1, 5.0), (3, 2, 2.0)):  # ... but these three
+        expected += logp[0, step, 0, 0, 1] - weight * logp[0, step, 0, state, 1]
+    torch.testing.assert_close(nll.sum(), expected)
+    assert note_states(x)[0, :, 0, 1].tolist() == [0, 1, 1, 2, 0, 0]
 
 
 def test_kl_with_free_bits_per_dimension():
     mu = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # dim 0: KL 0.5 nats, dim 1: 0
     logvar = torch.zeros(2, 2)
-    x = torch.zeros(2, 1, 2, 2, 1)
-    args = (torch.zeros_like(x), x, torch.tensor([1, 1]), mu, logvar, torch.ones(2))
+    args = (torch.zeros(2, 1), torch.tensor([1, 1]), mu, logvar)
     t = vae_loss(*args, kl_weight=2.0, free_bits=0.2)
     torch.testing.assert_close(t["kl"], torch.tensor(0.5))
     torch.testing.assert_close(t["kl_bits_per_dim"], torch.tensor(0.25 / math.log(2)))

@@ -140,8 +140,12 @@ class ModelParams:
     encoder: str = _f("per_hand", choices=("per_hand", "joint"))  # a GRU per hand, or one over both
     encoder_hidden: int = _f(256, ge=1)
     dense_size: int = _f(256, ge=1)  # dense ReLU layer between encoder states and (mu, logvar)
+    decoder: str = _f("hierarchical", choices=("flat", "hierarchical"))  # hierarchical: a bar-level conductor GRU
+    conductor_hidden: int = _f(256, ge=1)  # the conductor's state (hierarchical decoder only)
     decoder_hidden: int = _f(512, ge=1)
-    autoregressive: bool = True  # decoder also reads the previous target frame (shifted right)
+    frames_per_step: int = _f(4, ge=1)  # roll frames read (encoder) / written (decoder) per GRU step
+    autoregressive: bool = True  # decoder also reads the previous frame (its own output when generating)
+    output: str = _f("note_state", choices=("independent", "note_state"))  # per cell: 2 Bernoullis | off/onset/hold
     dropout: float = _f(0.0, ge=0.0, lt=1.0)
 
 

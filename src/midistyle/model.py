@@ -1,21 +1,42 @@
 """The GRU variational autoencoder of two-hand piano-roll windows.
 
-Shapes (B batch, W steps, P pitches; see midistyle.roll for the axes)::
+Shapes (B batch, W steps, P pitches, S steps per bar, N = W // S bars; see
+midistyle.roll for the axes)::
 
-    x       (B, W, 2, 2, P)  hand x {sounding, onset} x pitch, 0/1 floats
+    x          (B, W, 2, 2, P)   hand x {sounding, onset} x pitch, 0/1 floats
     mu, logvar (B, Z)
-    logits  (B, W, 2, 2, P)
+    logits     (B, W, 2, K, P)   K = 2 (output "independent") or 3 (output "note_state")
 
 Encoder: a bidirectional GRU per hand (or one over both hands) reads the window;
 the last hidden states (both directions, both hands) are concatenated, passed
 through a dense ReLU layer and projected to mu and log sigma^2.
 
-Decoder: z -> linear + ReLU initialises the GRU state, and z is also fed at
-every step. When ``autoregressive`` the step input also holds the *previous
-target frame* (the target shifted right by one step: teacher forcing in
-training, the decoder's own thresholded or sampled output when generating).
-The decoder never sees the encoder's outputs: everything it knows about the
-window comes through z.
+Decoder (it never sees the encoder's outputs: everything it knows about the
+window comes through z):
+
+* ``flat``: z -> linear + ReLU initialises one GRU over the W steps; z is also
+  fed at every step.
+* ``hierarchical`` (MusicVAE's conductor): a conductor GRU turns z into one
+  embedding per bar, c (B, N, Hc); each bar is decoded by a bottom GRU whose
+  state starts from c_b and which reads c_b at every step. Bars are decoded
+  independently given their embeddings, so errors cannot run on past a bar
+  line, and all bars of a batch decode in parallel (S sequential steps
+  instead of W).
+
+When ``autoregressive`` the step input also holds the *previous frame* (the
+target shifted right by one step inside its bar - or inside the window for
+``flat`` - in training; the decoder's own decoded frame when generating).
+
+Output (``output``):
+
+* ``independent``: two Bernoulli logits per cell, sounding and onset;
+* ``note_state``: one categorical per cell over {off, onset, hold}, so an onset
+  is always a sounding cell and the loss is a calibrated cross-entropy.
+
+Free decoding (:meth:`StyleVAE.generate`) makes every frame *consistent*: a
+cell sounds when its sounding probability passes the threshold, and a sounding
+cell with no sounding predecessor is an onset (a held note cannot start from
+silence); otherwise it is an onset when the model prefers onset over hold.
 """
 
 from __future__ import annotations
@@ -24,66 +45,122 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from midistyle.errors import UserError
 
+OFF, ONSET_STATE, HOLD = 0, 1, 2  # the note_state classes
+# log sigma^2 starts here (sigma ~ 0.05), not at 0 (sigma = 1): at the start the noise would drown mu and the
+# decoder would learn to ignore z before the encoder has learnt anything; the KL term raises sigma later.
+LOGVAR_INIT = -6.0
+
 
 @dataclass(frozen=True)
 class VAEConfig:
-    n_pitches: int = 51
-    window_steps: int = 64
-    latent_size: int = 64
-    encoder: str = "per_hand"  # per_hand | joint
-    encoder_hidden: int = 256
-    dense_size: int = 256
-    decoder_hidden: int = 512
-    autoregressive: bool = True
-    dropout: float = 0.0
+    """Everything needed to rebuild the model (stored in the checkpoint); built from params.model."""
+
+    n_pitches: int
+    window_steps: int
+    steps_per_bar: int
+    latent_size: int
+    encoder: str  # per_hand | joint
+    encoder_hidden: int
+    dense_size: int
+    decoder: str  # flat | hierarchical
+    conductor_hidden: int
+    decoder_hidden: int
+    frames_per_step: int  # frames each GRU step reads (encoder) and writes (decoder)
+    autoregressive: bool
+    output: str  # independent | note_state
+    dropout: float
 
     @property
     def frame_size(self) -> int:  # 2 hands x 2 channels x P pitches
         return 4 * self.n_pitches
 
+    @property
+    def states(self) -> int:  # output classes per cell and hand
+        return 3 if self.output == "note_state" else 2
+
+    @property
+    def bars(self) -> int:
+        return self.window_steps // self.steps_per_bar
+
     @classmethod
-    def from_params(cls, model_params, n_pitches: int, window_steps: int) -> "VAEConfig":
-        fields = ("latent_size", "encoder", "encoder_hidden", "dense_size", "decoder_hidden", "autoregressive", "dropout")
-        return cls(n_pitches=n_pitches, window_steps=window_steps, **{f: getattr(model_params, f) for f in fields})
+    def from_params(cls, model_params, n_pitches: int, window_steps: int, steps_per_bar: int) -> "VAEConfig":
+        if window_steps % steps_per_bar:
+            raise UserError(f"window of {window_steps} steps is not a whole number of {steps_per_bar}-step bars")
+        if steps_per_bar % model_params.frames_per_step:
+            raise UserError(f"params.yaml: model.frames_per_step: {model_params.frames_per_step} does not divide "
+                            f"a bar of {steps_per_bar} steps")
+        fields = [f for f in cls.__dataclass_fields__ if f not in ("n_pitches", "window_steps", "steps_per_bar")]
+        return cls(n_pitches=n_pitches, window_steps=window_steps, steps_per_bar=steps_per_bar,
+                   **{f: getattr(model_params, f) for f in fields})
+
+
+def note_states(x: torch.Tensor) -> torch.Tensor:
+    """Roll (B, W, 2, 2, P) -> class per cell (B, W, 2, P): 0 off, 1 onset, 2 held from the previous step."""
+    sounding, onset = x[:, :, :, 0] > 0.5, x[:, :, :, 1] > 0.5
+    return torch.where(onset, ONSET_STATE, torch.where(sounding, HOLD, OFF))
+
+
+def shift_right(frames: torch.Tensor, block: int) -> torch.Tensor:
+    """frames (B, W, F) -> the previous frame of every step, zeros at the start of each ``block`` steps."""
+    B, W, Fs = frames.shape
+    blocks = frames.reshape(B, W // block, block, Fs)
+    prev = torch.cat([torch.zeros_like(blocks[:, :, :1]), blocks[:, :, :-1]], dim=2)
+    return prev.reshape(B, W, Fs)
 
 
 class StyleVAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
+        if cfg.decoder not in ("flat", "hierarchical") or cfg.output not in ("independent", "note_state"):
+            raise ValueError(f"unknown decoder {cfg.decoder!r} or output {cfg.output!r}")
         self.cfg = cfg
-        P, H = cfg.n_pitches, cfg.encoder_hidden
+        P, H, Z, k = cfg.n_pitches, cfg.encoder_hidden, cfg.latent_size, cfg.frames_per_step
         if cfg.encoder == "per_hand":
-            self.encoders = nn.ModuleList([nn.GRU(2 * P, H, batch_first=True, bidirectional=True) for _ in range(2)])
+            self.encoders = nn.ModuleList([nn.GRU(k * 2 * P, H, batch_first=True, bidirectional=True) for _ in range(2)])
             enc_out = 2 * 2 * H  # 2 hands x 2 directions
         else:
-            self.encoders = nn.ModuleList([nn.GRU(4 * P, H, batch_first=True, bidirectional=True)])
+            self.encoders = nn.ModuleList([nn.GRU(k * 4 * P, H, batch_first=True, bidirectional=True)])
             enc_out = 2 * H
         self.dense = nn.Sequential(nn.Linear(enc_out, cfg.dense_size), nn.ReLU(), nn.Dropout(cfg.dropout))
-        self.to_mu = nn.Linear(cfg.dense_size, cfg.latent_size)
-        self.to_logvar = nn.Linear(cfg.dense_size, cfg.latent_size)
+        self.to_mu = nn.Linear(cfg.dense_size, Z)
+        self.to_logvar = nn.Linear(cfg.dense_size, Z)
+        nn.init.constant_(self.to_logvar.bias, LOGVAR_INIT)
 
-        self.z_to_state = nn.Sequential(nn.Linear(cfg.latent_size, cfg.decoder_hidden), nn.ReLU())
-        dec_in = cfg.latent_size + (cfg.frame_size if cfg.autoregressive else 0)
-        self.decoder = nn.GRU(dec_in, cfg.decoder_hidden, batch_first=True)
-        self.heads = nn.ModuleList([nn.Linear(cfg.decoder_hidden, 2 * P) for _ in range(2)])  # one per hand
+        frame_in = k * cfg.frame_size if cfg.autoregressive else 0
+        clock = cfg.steps_per_bar // k  # one-hot position of the GRU step in its bar: the same for every window
+        if cfg.decoder == "hierarchical":
+            self.conductor_init = nn.Sequential(nn.Linear(Z, cfg.conductor_hidden), nn.Tanh())
+            self.conductor = nn.GRU(Z, cfg.conductor_hidden, batch_first=True)
+            self.bar_init = nn.Sequential(nn.Linear(cfg.conductor_hidden, cfg.decoder_hidden), nn.Tanh())
+            self.decoder = nn.GRU(cfg.conductor_hidden + clock + frame_in, cfg.decoder_hidden, batch_first=True)
+        else:
+            self.z_to_state = nn.Sequential(nn.Linear(Z, cfg.decoder_hidden), nn.ReLU())
+            self.decoder = nn.GRU(Z + clock + frame_in, cfg.decoder_hidden, batch_first=True)
+        self.heads = nn.ModuleList([nn.Linear(cfg.decoder_hidden, k * cfg.states * P) for _ in range(2)])  # per hand
 
     # ------------------------------------------------------------ encoder
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, W, 2, 2, P) -> mu, logvar (B, Z). ``lengths`` (B,) ignores the padding."""
+        """x (B, W, 2, 2, P) -> mu, logvar (B, Z). ``lengths`` (B,) ignores the padding.
+
+        Each GRU step reads ``frames_per_step`` consecutive frames (B, W/k, k * 2P per hand).
+        """
         B, W = x.shape[:2]
+        k = self.cfg.frames_per_step
         if self.cfg.encoder == "per_hand":
-            streams = [x[:, :, hand].reshape(B, W, -1) for hand in range(2)]  # (B, W, 2P) each
+            streams = [x[:, :, hand].reshape(B, W // k, -1) for hand in range(2)]  # (B, W/k, k * 2P) each
         else:
-            streams = [x.reshape(B, W, -1)]  # (B, W, 4P)
+            streams = [x.reshape(B, W // k, -1)]  # (B, W/k, k * 4P)
         finals = []
         for gru, seq in zip(self.encoders, streams):
             if lengths is not None:
-                seq = pack_padded_sequence(seq, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+                steps = ((lengths + k - 1) // k).clamp(min=1).cpu()
+                seq = pack_padded_sequence(seq, steps, batch_first=True, enforce_sorted=False)
             _, h = gru(seq)  # h (2 directions, B, H)
             finals.append(h.transpose(0, 1).reshape(B, -1))
         hidden = self.dense(torch.cat(finals, dim=-1))
@@ -94,57 +171,119 @@ class StyleVAE(nn.Module):
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
     # ------------------------------------------------------------ decoder
-    def _step_inputs(self, z: torch.Tensor, prev: torch.Tensor | None, W: int) -> torch.Tensor:
-        """z (B, Z) and previous frames (B, W, 4P) -> decoder inputs (B, W, Z [+ 4P])."""
-        zs = z.unsqueeze(1).expand(-1, W, -1)
-        return torch.cat([zs, prev], dim=-1) if prev is not None else zs
+    # In GRU steps: T = W / k steps of k frames; a block (a bar, or the whole window when flat) has b steps.
+    def block(self, T: int) -> int:
+        """GRU steps the decoder runs without a restart: one bar (hierarchical) or the whole window (flat)."""
+        return self.cfg.steps_per_bar // self.cfg.frames_per_step if self.cfg.decoder == "hierarchical" else T
 
-    def _heads(self, out: torch.Tensor) -> torch.Tensor:
-        """GRU outputs (B, W, Hd) -> logits (B, W, 2, 2, P)."""
-        B, W = out.shape[:2]
-        return torch.stack([head(out).view(B, W, 2, self.cfg.n_pitches) for head in self.heads], dim=2)
+    def _contexts(self, z: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, Z) -> per-step context (B * T/b, b, C + c) and initial states (1, B * T/b, Hd).
+
+        The context is the bar's embedding (hierarchical) or z (flat), beside a
+        one-hot clock of the step's position in its bar (c = steps_per_bar / k).
+        """
+        B, blk = z.shape[0], self.block(T)
+        per_bar = self.cfg.steps_per_bar // self.cfg.frames_per_step
+        clock = torch.eye(per_bar, device=z.device, dtype=z.dtype)[torch.arange(blk) % per_bar]  # (b, c)
+        if self.cfg.decoder == "hierarchical":
+            n = T // blk
+            c, _ = self.conductor(z.unsqueeze(1).expand(-1, n, -1).contiguous(), self.conductor_init(z).unsqueeze(0))
+            c = c.reshape(B * n, -1)  # (B*N, Hc): one embedding per bar
+            ctx = torch.cat([c.unsqueeze(1).expand(-1, blk, -1), clock.expand(B * n, -1, -1)], dim=-1)
+            return ctx, self.bar_init(c).unsqueeze(0)
+        ctx = torch.cat([z.unsqueeze(1).expand(-1, T, -1), clock.expand(B, -1, -1)], dim=-1)
+        return ctx, self.z_to_state(z).unsqueeze(0)
+
+    def _heads(self, out: torch.Tensor, B: int) -> torch.Tensor:
+        """GRU outputs (B * T/b, b, Hd) -> logits (B, T * k, 2, K, P)."""
+        out = out.reshape(B, -1, out.shape[-1])  # (B, T, Hd)
+        T, k, K, P = out.shape[1], self.cfg.frames_per_step, self.cfg.states, self.cfg.n_pitches
+        return torch.stack([head(out).view(B, T * k, K, P) for head in self.heads], dim=2)
 
     def decode(self, z: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced decoding: z (B, Z), target (B, W, 2, 2, P) -> logits (B, W, 2, 2, P).
+        """Teacher-forced decoding: z (B, Z), target (B, W, 2, 2, P) -> logits (B, W, 2, K, P).
 
-        The decoder's frame input at step t is ``target[t-1]`` (zeros at t=0), so
-        the output at step t depends on z and on frames before t only.
+        The frame input of GRU step t is the target's frames of step t-1 (zeros
+        at the first step of each block), so the output at step t depends on z
+        and on earlier frames only.
         """
-        W = self.cfg.window_steps if target is None else target.shape[1]
-        prev = None
+        k = self.cfg.frames_per_step
+        B, W = z.shape[0], (self.cfg.window_steps if target is None else target.shape[1])
+        T = W // k
+        ctx, h0 = self._contexts(z, T)
+        inputs = ctx
         if self.cfg.autoregressive:
             if target is None:
                 raise ValueError("an autoregressive decoder needs the target for teacher forcing; use generate()")
-            flat = target.reshape(target.shape[0], W, -1)
-            prev = torch.cat([torch.zeros_like(flat[:, :1]), flat[:, :-1]], dim=1)  # shift right
-        h0 = self.z_to_state(z).unsqueeze(0)  # (1, B, Hd)
-        out, _ = self.decoder(self._step_inputs(z, prev, W), h0)
-        return self._heads(out)
+            blk = self.block(T)
+            prev = shift_right(target.reshape(B, T, -1), blk).reshape(B * T // blk, blk, -1)  # (B*T/b, b, k*4P)
+            inputs = torch.cat([ctx, prev], dim=-1)
+        out, _ = self.decoder(inputs, h0)
+        return self._heads(out, B)
+
+    def cell_probs(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits (..., 2, K, P) -> P(sounding), P(onset rather than hold | sounding), each (..., 2, P)."""
+        if self.cfg.output == "note_state":
+            p = torch.softmax(logits, dim=-2)
+            sounding = p[..., ONSET_STATE, :] + p[..., HOLD, :]
+            return sounding, p[..., ONSET_STATE, :] / sounding.clamp(min=1e-12)
+        return torch.sigmoid(logits[..., 0, :]), torch.sigmoid(logits[..., 1, :])
+
+    @staticmethod
+    def decide(sounding: torch.Tensor, onset: torch.Tensor, prev_sounding: torch.Tensor,
+               threshold: float) -> torch.Tensor:
+        """Consistent frames: sounding, onset (B, F, 2, P) and the sounding frame before them (B, 2, P) ->
+        (B, F, 2, 2, P) in {0, 1}. A cell sounds above the threshold; it is an onset where nothing sounded
+        the frame before, or where the model prefers a new note to holding the old one."""
+        on = sounding > threshold
+        before = torch.cat([prev_sounding.unsqueeze(1) > 0.5, on[:, :-1]], dim=1)
+        starts = on & (~before | (onset > 0.5))
+        return torch.stack([on, starts], dim=-2).float()
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, steps: int | None = None, threshold: float = 0.5, sample: bool = False,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Free decoding from z alone: z (B, Z) -> probabilities (B, W, 2, 2, P).
+    def generate(self, z: torch.Tensor, steps: int | None = None, threshold: float = 0.5) -> torch.Tensor:
+        """Free decoding from z alone: z (B, Z) -> (B, W, 2, 2, P).
 
-        Autoregressive decoders feed back their own thresholded (or sampled)
-        frame; the returned tensor holds the probabilities of every step.
+        Channel 0 holds the sounding probability of every cell, channel 1 the
+        decided onsets (0/1), so ``out > threshold`` is the decoded, consistent
+        roll. Autoregressive decoders feed back their own decoded frames.
         """
+        k, P = self.cfg.frames_per_step, self.cfg.n_pitches
         W = steps or self.cfg.window_steps
-        if not self.cfg.autoregressive:
-            h0 = self.z_to_state(z).unsqueeze(0)
-            out, _ = self.decoder(self._step_inputs(z, None, W), h0)
-            return torch.sigmoid(self._heads(out))
         B = z.shape[0]
-        h = self.z_to_state(z).unsqueeze(0)
-        frame = torch.zeros(B, 1, self.cfg.frame_size, device=z.device)
-        probs = []
-        for _ in range(W):
-            out, h = self.decoder(torch.cat([z.unsqueeze(1), frame], dim=-1), h)
-            p = torch.sigmoid(self._heads(out))  # (B, 1, 2, 2, P)
-            probs.append(p)
-            chosen = torch.bernoulli(p, generator=generator) if sample else (p > threshold).float()
-            frame = chosen.reshape(B, 1, -1)
-        return torch.cat(probs, dim=1)
+        blk = self.block(-(-W // k))
+        T = -(-W // (k * blk)) * blk  # whole blocks of GRU steps; cut back to W frames at the end
+        ctx, h = self._contexts(z, T)
+        if not self.cfg.autoregressive:
+            out, _ = self.decoder(ctx, h)
+            sounding, onset = self.cell_probs(self._heads(out, B))  # (B, T*k, 2, P) each
+            decided = self.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), threshold)
+            return torch.stack([sounding, decided[:, :, :, 1]], dim=3)[:, :W]
+        n = ctx.shape[0]  # B * blocks
+        frames = torch.zeros(n, 1, k * self.cfg.frame_size, device=z.device)  # the previous GRU step's frames
+        outs = []
+        for t in range(blk):
+            out, h = self.decoder(torch.cat([ctx[:, t : t + 1], frames], dim=-1), h)
+            sounding, onset = self.cell_probs(self._heads(out, n))  # (n, k, 2, P)
+            last = frames.view(n, k, 2, 2, P)[:, -1, :, 0]  # (n, 2, P): sounding in the frame before
+            decided = self.decide(sounding, onset, last, threshold)  # (n, k, 2, 2, P)
+            outs.append(torch.stack([sounding, decided[:, :, :, 1]], dim=3))
+            frames = decided.reshape(n, 1, -1)
+        return torch.cat(outs, dim=1).reshape(B, T * k, 2, 2, P)[:, :W]
+
+    def reconstruction_nll(self, logits: torch.Tensor, x: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood per step: logits (B, W, 2, K, P), x (B, W, 2, 2, P) -> (B, W) nats.
+
+        ``pos_weight`` (2,) up-weights the rare positives: (sounding, onset) cells
+        for ``independent``; (onset, hold) cells for ``note_state``.
+        """
+        if self.cfg.output == "note_state":
+            target = note_states(x)  # (B, W, 2, P)
+            weight = torch.cat([torch.ones(1, device=x.device, dtype=pos_weight.dtype), pos_weight[[1, 0]]])
+            nll = F.cross_entropy(logits.movedim(3, 1), target, weight=weight.to(logits.dtype), reduction="none")
+            return nll.sum(dim=(2, 3))
+        bce = F.binary_cross_entropy_with_logits(logits, x, pos_weight=pos_weight.view(2, 1), reduction="none")
+        return bce.sum(dim=(2, 3, 4))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
         """Training pass: x -> (logits, mu, logvar, z), teacher-forced."""
@@ -178,7 +317,11 @@ def read_checkpoint(path, kind: str, stage: str, map_location: str | torch.devic
 def load_vae(path, map_location: str | torch.device = "cpu") -> tuple[StyleVAE, dict]:
     """Rebuild the VAE from a checkpoint written by the train_vae stage."""
     ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_vae", map_location)
-    model = StyleVAE(VAEConfig(**ckpt["model_config"]))
+    try:
+        cfg = VAEConfig(**ckpt["model_config"])
+    except TypeError:
+        raise UserError(f"{path}: a VAE checkpoint of an older format (run `dvc repro train_vae` again)") from None
+    model = StyleVAE(cfg)
     model.load_state_dict(ckpt["model_state"])
     model.eval()
     return model, ckpt

@@ -10,12 +10,21 @@ cell with the input inside each window's ``lengths`` (padding is ignored):
 * ``onset_precision``/``onset_recall``/``onset_f1``: the ONSET channel - whether
   notes start where they did (a held note vs. a repeated one).
 
+Beside them, to tell a reconstruction from clutter:
+
+* ``other_f1``: sounding F1 of the window decoded from *another* window's z
+  (half a batch away, so usually another piece): z must carry its window, so
+  ``f1 - other_f1`` should be large;
+* ``density_ratio``: notes (onsets) of the reconstructions / notes of the
+  sources; ``polyphony_ratio``: mean notes sounding together on steps where
+  something sounds, reconstructions / sources. Both 1.0 for a faithful model.
+
 Scores are micro-averaged: the counts (``tp``, ``fp``, ``fn``, ``onset_tp`` ...)
 are summed over windows first, so batches combine with :func:`add_counts` and
 :func:`scores`.
 
-The model's probabilities are inflated by the loss's ``pos_weight`` (notes are
-rare, so positives are up-weighted), hence 0.5 is a poor threshold;
+A calibrated model gives uncertain notes probabilities below 0.5 (and a loss
+``pos_weight`` above 1 inflates them), hence 0.5 is a poor threshold;
 :func:`tune_threshold` picks the one maximising F1 on a validation subset, and
 the training stage stores it in the checkpoint (``ckpt["threshold"]``).
 """
@@ -27,9 +36,11 @@ import torch
 
 from midistyle.roll import ONSET, SOUNDING
 
-# Grid searched by tune_threshold (pos_weight shifts the good thresholds above 0.5).
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-COUNT_KEYS = ("tp", "fp", "fn", "onset_tp", "onset_fp", "onset_fn", "windows")
+# Grid searched by tune_threshold: a calibrated model's best threshold is often below 0.5 (notes are rare),
+# a pos_weight above 1 moves it up.
+THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
+COUNT_KEYS = ("tp", "fp", "fn", "onset_tp", "onset_fp", "onset_fn", "windows", "other_tp", "other_fp", "other_fn",
+              "source_notes", "output_notes", "source_sounding", "output_sounding", "source_steps", "output_steps")
 
 
 def _unwrap(model):
@@ -42,8 +53,12 @@ def length_mask(lengths: np.ndarray, steps: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruct(model, rolls: np.ndarray, lengths: np.ndarray, threshold: float, device="cpu") -> np.ndarray:
-    """Free decoding from z = mu: rolls (B, W, 2, 2, P) -> probabilities (B, W, 2, 2, P), zero past lengths."""
+def reconstruct(model, rolls: np.ndarray, lengths: np.ndarray, threshold: float, device="cpu",
+                other_z: bool = False) -> np.ndarray:
+    """Free decoding from z = mu: rolls (B, W, 2, 2, P) -> probabilities (B, W, 2, 2, P), zero past lengths.
+
+    ``other_z``: window i is decoded from the z of window (i + B/2) mod B instead.
+    """
     vae = _unwrap(model)
     was_training = vae.training
     vae.eval()
@@ -51,6 +66,8 @@ def reconstruct(model, rolls: np.ndarray, lengths: np.ndarray, threshold: float,
         x = torch.as_tensor(np.asarray(rolls), device=device).float()
         lens = torch.as_tensor(np.asarray(lengths), dtype=torch.int64, device=device)
         mu, _ = vae.encode(x, lens)
+        if other_z:
+            mu = mu.roll(len(mu) // 2, dims=0)
         probs = vae.generate(mu, steps=x.shape[1], threshold=threshold).float().cpu().numpy()
     finally:
         vae.train(was_training)
@@ -58,15 +75,29 @@ def reconstruct(model, rolls: np.ndarray, lengths: np.ndarray, threshold: float,
     return probs
 
 
-def count_cells(pred: np.ndarray, true: np.ndarray, lengths: np.ndarray) -> dict[str, int]:
-    """pred, true bool (B, W, 2, 2, P) -> true/false positives and negatives per channel, inside lengths."""
+def _cells(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, ch: int) -> tuple[int, int, int]:
+    p, t = pred[:, :, :, ch] & mask, true[:, :, :, ch] & mask  # (B, W, 2, P)
+    return int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+
+
+def _texture(roll: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
+    """roll bool (B, W, 2, 2, P) -> notes (onsets), sounding cells, steps where something sounds."""
+    sounding = roll[:, :, :, SOUNDING] & mask
+    return int((roll[:, :, :, ONSET] & mask).sum()), int(sounding.sum()), int(sounding.any(axis=(2, 3)).sum())
+
+
+def count_cells(pred: np.ndarray, true: np.ndarray, lengths: np.ndarray, other: np.ndarray | None = None) -> dict:
+    """pred, true bool (B, W, 2, 2, P) -> true/false positives and negatives per channel, inside lengths,
+    and the note/sounding/step counts of both; ``other``: the decoding from another window's z."""
+    true = np.asarray(true, bool)
     mask = length_mask(lengths, true.shape[1])[:, :, None, None]  # (B, W, 1, 1) over hands and pitches
     out = {"windows": int(len(true))}
     for prefix, ch in (("", SOUNDING), ("onset_", ONSET)):
-        p, t = pred[:, :, :, ch] & mask, true[:, :, :, ch] & mask  # (B, W, 2, P)
-        out[prefix + "tp"] = int((p & t).sum())
-        out[prefix + "fp"] = int((p & ~t).sum())
-        out[prefix + "fn"] = int((~p & t).sum())
+        out[prefix + "tp"], out[prefix + "fp"], out[prefix + "fn"] = _cells(pred, true, mask, ch)
+    out["other_tp"], out["other_fp"], out["other_fn"] = _cells(other, true, mask, SOUNDING) if other is not None \
+        else (0, 0, 0)
+    out["source_notes"], out["source_sounding"], out["source_steps"] = _texture(true, mask)
+    out["output_notes"], out["output_sounding"], out["output_steps"] = _texture(pred, mask)
     return out
 
 
@@ -83,7 +114,15 @@ def scores(counts: dict[str, int]) -> dict[str, float]:
     for prefix in ("", "onset_"):
         p, r, f = _prf(counts[prefix + "tp"], counts[prefix + "fp"], counts[prefix + "fn"])
         out.update({prefix + "precision": p, prefix + "recall": r, prefix + "f1": f})
+    out["other_f1"] = _prf(counts["other_tp"], counts["other_fp"], counts["other_fn"])[2]
+    out["density_ratio"] = _ratio(counts["output_notes"], counts["source_notes"])
+    out["polyphony_ratio"] = _ratio(_ratio(counts["output_sounding"], counts["output_steps"]),
+                                    _ratio(counts["source_sounding"], counts["source_steps"]))
     return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
 
 
 def add_counts(a: dict[str, int] | None, b: dict[str, int]) -> dict[str, int]:
@@ -93,7 +132,7 @@ def add_counts(a: dict[str, int] | None, b: dict[str, int]) -> dict[str, int]:
 def reconstruction_scores(model, batch, threshold: float, device="cpu") -> dict:
     """Free-decoding scores of one :class:`~midistyle.shards.Batch` (precision, recall, f1, onset_*, counts)."""
     probs = reconstruct(model, batch.rolls, batch.lengths, threshold, device)
-    return scores(count_cells(probs > threshold, np.asarray(batch.rolls, bool), batch.lengths))
+    return scores(count_cells(probs > threshold, batch.rolls, batch.lengths))
 
 
 def tune_threshold(model, batch, device="cpu", grid=THRESHOLDS) -> tuple[float, dict, dict[float, float]]:

@@ -109,23 +109,29 @@ class Dist:
 
 
 # ---------------------------------------------------------------- loss
-def vae_loss(logits: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-             pos_weight: torch.Tensor, kl_weight: float, free_bits: float) -> dict[str, torch.Tensor]:
-    """logits, x (B, W, 2, 2, P); lengths (B,); mu, logvar (B, Z); pos_weight (2,) per channel -> loss terms."""
-    B, W = x.shape[:2]
-    mask = (torch.arange(W, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # (B, W): padding -> 0
-    bce = F.binary_cross_entropy_with_logits(logits, x, pos_weight=pos_weight.view(2, 1), reduction="none")
-    recon = (bce.sum(dim=(2, 3, 4)) * mask).sum() / B  # summed per window, averaged over the batch
+def vae_loss(step_nll: torch.Tensor, lengths: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+             kl_weight: float, free_bits: float) -> dict[str, torch.Tensor]:
+    """step_nll (B, W) nats from the model's output; lengths (B,); mu, logvar (B, Z) -> loss terms."""
+    B, W = step_nll.shape
+    mask = (torch.arange(W, device=step_nll.device)[None, :] < lengths[:, None]).to(step_nll.dtype)  # padding -> 0
+    recon = (step_nll * mask).sum() / B  # summed per window, averaged over the batch
     kl_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)  # (Z,) batch-averaged nats
     total = recon + kl_weight * kl_dim.clamp(min=free_bits).sum()  # free bits: no pull below free_bits nats
     return {"total": total, "recon": recon, "kl": kl_dim.sum(), "kl_bits_per_dim": kl_dim.mean() / math.log(2)}
 
 
+def model_loss(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor, pos_weight: torch.Tensor,
+               kl_weight: float, free_bits: float) -> dict[str, torch.Tensor]:
+    """Teacher-forced pass of ``model`` (a StyleVAE, or DDP around one) on x (B, W, 2, 2, P) -> loss terms."""
+    logits, mu, logvar, _ = model(x, lengths)
+    step_nll = getattr(model, "module", model).reconstruction_nll(logits, x, pos_weight)
+    return {**vae_loss(step_nll, lengths, mu, logvar, kl_weight, free_bits), "mu": mu.detach()}
+
+
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, lengths: torch.Tensor,
                pos_weight: torch.Tensor, kl_weight: float, tp: TrainParams) -> dict[str, torch.Tensor]:
     """One optimisation step on a batch: x (B, W, 2, 2, P), lengths (B,) -> the loss terms (with graph)."""
-    logits, mu, logvar, _ = model(x, lengths)
-    terms = vae_loss(logits, x, lengths, mu, logvar, pos_weight, kl_weight, tp.free_bits)
+    terms = model_loss(model, x, lengths, pos_weight, kl_weight, tp.free_bits)
     if not torch.isfinite(terms["total"]):
         raise UserError(f"train_vae: the loss became {terms['total'].item()} (try a lower train.lr or train.clip_norm)")
     opt.zero_grad(set_to_none=True)
@@ -193,8 +199,8 @@ def evaluate(vae: StyleVAE, index: ShardIndex, split: str, pos_weight: torch.Ten
     n = 0
     for batch in index.iter_batches(split, EVAL_BATCH, shuffle=False, seed=0):
         x, lengths = to_tensors(batch, device)
-        logits, mu, logvar, _ = vae(x, lengths)
-        terms = vae_loss(logits, x, lengths, mu, logvar, pos_weight, kl_weight, free_bits)
+        terms = model_loss(vae, x, lengths, pos_weight, kl_weight, free_bits)
+        mu = terms["mu"]
         for k in sums:
             sums[k] += float(terms[k]) * len(batch)
         mu64 = mu.double()
@@ -209,11 +215,12 @@ def evaluate(vae: StyleVAE, index: ShardIndex, split: str, pos_weight: torch.Ten
 
 
 def free_decoding(vae: StyleVAE, index: ShardIndex, split: str, threshold: float, device: torch.device) -> dict:
-    """precision/recall/f1 (+ onset_*) of free decoding over a whole split, streamed."""
+    """precision/recall/f1 (+ onset_*, other_f1, density and polyphony ratios) of free decoding over a split."""
     counts = None
     for batch in index.iter_batches(split, EVAL_BATCH, shuffle=False, seed=0):
-        probs = reconstruct(vae, batch.rolls, batch.lengths, threshold, device)
-        counts = add_counts(counts, count_cells(probs > threshold, batch.rolls, batch.lengths))
+        own = reconstruct(vae, batch.rolls, batch.lengths, threshold, device) > threshold
+        other = reconstruct(vae, batch.rolls, batch.lengths, threshold, device, other_z=True) > threshold
+        counts = add_counts(counts, count_cells(own, batch.rolls, batch.lengths, other))
     return scores(counts)
 
 
@@ -319,7 +326,8 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
                         f"train.batch_size {tp.batch_size} for each of {dist.world} processes")
 
     torch.manual_seed(seed)  # the initial weights
-    vae = StyleVAE(VAEConfig.from_params(params.model, index.spec.n_pitches, index.spec.window_steps)).to(device)
+    vae = StyleVAE(VAEConfig.from_params(params.model, index.spec.n_pitches, index.spec.window_steps,
+                                          index.spec.max_beats_per_bar * index.spec.steps_per_beat)).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)
     resumed = load_resumable(paths.last, key)
     if dist.world > 1:
@@ -469,7 +477,8 @@ def finish(params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, pw: t
         metrics["test"] = {
             **{k: test[k] for k in ("recon", "kl", "kl_bits_per_dim", "total", "active_dims")},
             **{k: rec[k] for k in ("precision", "recall", "f1", "onset_precision", "onset_recall", "onset_f1",
-                                   "windows")},
+                                   "other_f1", "density_ratio", "polyphony_ratio", "windows")},
+            "kl_bits_per_window": test["kl"] / math.log(2),
         }
         run.log_metrics({f"test_{k}": v for k, v in metrics["test"].items()}, step=tp.epochs)
         log.info("test: free decoding precision %.3f recall %.3f f1 %.3f (onsets f1 %.3f) at threshold %.2f",
