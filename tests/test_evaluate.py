@@ -80,6 +80,57 @@ def test_gap_closed():
     assert np.isnan(ms.gap_closed(4.0, 3.0, 4.0))
 
 
+def test_window_features_are_onsets_per_beat_and_notes_per_sounding_step():
+    # a window of 16 steps (4 beats) holding 8: a 3-note chord on step 0 held 4 steps, one note at step 4
+    w = roll_of([(0, 20, 0, 4), (0, 24, 0, 4), (1, 10, 0, 4), (0, 30, 4, 6)], T=16)
+    f = ms.window_features(w[None], np.array([8]), steps_per_beat=4)
+    assert f.shape == (1, 2)
+    assert f[0, 0] == pytest.approx(4 / 2)  # 4 onsets over the 2 beats of its length
+    assert f[0, 1] == pytest.approx((4 * 3 + 2 * 1) / 6)  # 6 sounding steps
+    late = roll_of([(0, 20, 12, 14)], T=16)  # a note past the length is not in the window
+    f = ms.window_features(np.stack([late, np.zeros_like(late)]), np.array([8, 16]), 4)
+    assert f[0, 0] == 0 and np.isnan(f[0, 1]) and np.isnan(f[1, 1])
+    assert ms.window_features(np.zeros((0, 16, 2, 2, P), bool), np.zeros(0, int), 4).shape == (0, 2)
+
+
+def test_plausible_bounds_are_the_5th_to_95th_percentiles_inclusive():
+    real = np.stack([np.arange(101, dtype=float), 10 + np.arange(101, dtype=float) / 10], axis=1)  # 0..100, 10..20
+    bounds = ms.plausible_bounds(real)
+    np.testing.assert_allclose(bounds, [[5, 95], [10.5, 19.5]])
+    out = np.array([[5, 15], [95, 19.5], [4.9, 15], [50, 19.6], [50, np.nan], [np.nan, 15]])
+    assert ms.plausible(out, bounds).tolist() == [True, True, False, False, False, False]
+    # clutter: ten times the density of anything real
+    assert not ms.plausible(np.array([[1000.0, 15.0]]), bounds).any()
+    assert np.isnan(ms.plausible_bounds(np.full((3, 2), np.nan))).all()
+    assert not ms.plausible(np.array([[5.0, 15.0]]), ms.plausible_bounds(np.zeros((0, 2)))).any()
+
+
+def test_top_line_is_the_highest_right_hand_pitch_at_its_onset_steps():
+    r = roll_of([(0, 30, 0, 8), (0, 20, 0, 2), (0, 22, 4, 6), (1, 45, 2, 3), (0, 10, 10, 12)], T=16)
+    # steps 0 and 4: the held 30 is on top; step 10: 10; the left hand's 45 at step 2 is not melody
+    assert ms.top_line(r) == {(0, 30), (4, 30), (10, 10)}
+    assert ms.top_line(np.zeros((0, 2, 2, P), bool)) == set()
+
+
+def test_melody_f1_of_identical_shifted_and_empty_rolls():
+    tune = roll_of([(0, 20 + i % 5, 2 * i, 2 * i + 2) for i in range(8)] + [(1, 5, 0, 16)], T=16)
+    assert ms.melody_f1(tune, tune) == 1.0
+    up = np.roll(tune, 1, axis=-1)  # a semitone higher: no pair matches
+    assert ms.melody_f1(tune, up) == 0.0
+    later = np.roll(tune, 1, axis=0)  # one step later
+    assert ms.melody_f1(tune, later) == 0.0
+    left_only = tune.copy()
+    left_only[:, 0] = False
+    assert ms.melody_f1(tune, left_only) == 0.0  # an empty top line against a full one
+    assert np.isnan(ms.melody_f1(left_only, left_only))
+    half = tune.copy()
+    half[8:, 0] = False  # the first 4 of 8 melody notes kept
+    assert ms.melody_f1(tune, half) == pytest.approx(2 * 4 / (8 + 4))
+    # extra notes below the tune leave it intact
+    chords = tune | roll_of([(0, 2, 2 * i, 2 * i + 2) for i in range(8)], T=16)
+    assert ms.melody_f1(tune, chords) == 1.0
+
+
 # ---------------------------------------------------------------- eval.json
 def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
     for name in ("judge", "latent_classifier"):
