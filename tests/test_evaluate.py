@@ -141,18 +141,57 @@ def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
     assert set(systems) == {"attribute_vector", "classifier_guided", "reconstruction", "copy_content", "copy_style"}
     for system, data in systems.items():
         assert set(data["directions"]) == {"busy_to_calm", "calm_to_busy"}
-        assert {"strength", "chroma_similarity", "rhythm_similarity", "gap_closed"} <= set(data["mean"])
+        assert {"plausible_strength", "strength", "plausible_share", "chroma_similarity", "melody_f1",
+                "rhythm_similarity", "gap_closed"} <= set(data["mean"])
         for d in data["directions"].values():
             assert set(d["stats"]) == set(ms.STAT_NAMES)
+            # judged target and plausible: never more than either alone
+            assert d["plausible_strength"] <= min(d["strength"], d["plausible_share"]) + 1e-9
     # the source against itself: full content, no movement
     assert systems["copy_content"]["mean"]["chroma_similarity"] == pytest.approx(1.0)
     assert systems["copy_content"]["mean"]["rhythm_similarity"] == pytest.approx(1.0)
     assert systems["copy_content"]["mean"]["gap_closed"] == pytest.approx(0.0)
-    # a real piece of the target style is the judge's home ground
+    assert systems["copy_content"]["mean"]["melody_f1"] == pytest.approx(1.0)
+    # the two styles' windows barely overlap in density: a source is not plausible as the other style,
+    # a real piece of the target style mostly is
+    assert systems["copy_content"]["mean"]["plausible_share"] < 0.5
+    assert systems["copy_style"]["mean"]["plausible_share"] > 0.5
+    assert 0.0 <= rec["plausible_share"] <= 1.0
+    plaus = metrics["plausibility"]
+    for style in ("busy", "calm"):
+        lo, hi = plaus["bounds"][style]["note_density"]
+        assert lo <= hi and 0.5 <= plaus["real_test_windows_plausible_share"][style] <= 1.0
+    assert plaus["bounds"]["busy"]["note_density"][0] > plaus["bounds"]["calm"]["note_density"][1]
+    chosen = metrics["transfer_settings"]["chosen"]
+    assert set(chosen) == {"attribute_vector", "classifier_guided"}
+    assert chosen["attribute_vector"]["busy_to_calm"]["knob"] == "alpha"    # a real piece of the target style is the judge's home ground
     assert systems["copy_style"]["mean"]["strength"] >= 0.8
     assert systems["copy_style"]["mean"]["gap_closed"] > 0.5
     assert set(metrics["target_stats"]) == {"busy", "calm"}
     assert metrics["transfer_outputs"]["failed"] == 0
+
+
+def test_strength_content_curve_is_the_judged_validation_sweep(project, metrics):
+    import csv
+
+    from midistyle.evaluate import CURVE_COLUMNS
+
+    with open(project.root / "metrics" / "strength_content.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == CURVE_COLUMNS
+    tp = project.params.transfer
+    assert len(rows) == 2 * (len(tp.alpha_grid) + len(tp.guided_steps_grid))  # two directions
+    settings = json.loads(project.settings.read_text())
+    for r in rows:
+        chosen = settings["chosen"][r["method"]][r["direction"]]
+        assert float(r["cli_strength"]) == pytest.approx(float(r["value"]) / chosen, rel=1e-5)
+        assert r["chosen"] == str(int(float(r["value"]) == chosen))
+        for k in ("plausible_strength", "strength", "plausible_share", "chroma_similarity", "melody_f1"):
+            assert r[k] == "" or 0.0 <= float(r[k]) <= 1.0
+    assert sum(r["chosen"] == "1" for r in rows) == 4
+    page = (project.report / "index.html").read_text()
+    assert 'src="img/strength_content.png"' in page and 'id="strength"' in page
+    assert page.index("plausible strength") < page.index("strength (judge only)")  # the headline leads
 
 
 def test_eval_json_is_strict_json(project):
@@ -211,7 +250,8 @@ def test_evaluate_logs_metrics_and_report_to_mlflow(project, tmp_path, monkeypat
     mlf = client()
     (run,) = mlf.search_runs([mlf.get_experiment_by_name(params.mlflow.experiment).experiment_id])
     assert run.data.tags["dvc_stage"] == "evaluate"
-    assert {"judge_test_accuracy", "attribute_vector_strength", "copy_style_chroma_similarity"} <= set(run.data.metrics)
+    assert {"judge_test_accuracy", "attribute_vector_strength", "attribute_vector_plausible_strength",
+            "copy_style_melody_f1", "copy_style_chroma_similarity"} <= set(run.data.metrics)
     logged = {a.path for a in mlf.list_artifacts(run.info.run_id, "report")}
     assert "report/index.html" in logged and "report/img" in logged
 
