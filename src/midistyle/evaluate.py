@@ -150,12 +150,6 @@ def window_verdicts(output: Heard, source: Heard | None, target: int, bounds: np
     return hit, plaus
 
 
-def strength(output: Heard, source: Heard | None, target: int) -> tuple[int, int]:
-    """(windows judged as target, windows counted); see :func:`window_verdicts`."""
-    hit, _ = window_verdicts(output, source, target, np.full((2, 2), np.nan))
-    return int(hit.sum()), len(hit)
-
-
 def compare(output: Heard, source: Heard, target: int, pitch_low: int, bounds: np.ndarray, aligned: bool = True) -> dict:
     """Strength, plausibility (against ``bounds``), content similarity and statistics of one output against its source."""
     hit, ok = window_verdicts(output, source if aligned else None, target, bounds)
