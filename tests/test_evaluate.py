@@ -131,6 +131,25 @@ def test_melody_f1_of_identical_shifted_and_empty_rolls():
     assert ms.melody_f1(tune, chords) == 1.0
 
 
+def test_plausible_strength_needs_the_judge_and_the_range_and_a_silent_window_misses():
+    from midistyle.evaluate import Heard, window_verdicts
+    from midistyle.roll import Timing
+
+    def heard(starts, judged, features):
+        return Heard(Path("x.mid"), np.zeros((0, 2, 2, P), bool), [0], Timing(), np.array(starts), np.array(judged),
+                     {}, np.array(features, float).reshape(-1, 2))
+
+    bounds = np.array([[1.0, 3.0], [2.0, 4.0]])
+    source = heard([0, 64, 128, 192], [0, 0, 0, 0], [[2, 3]] * 4)
+    # window 64 came out silent; 128 is clutter (20 notes per beat) the judge still calls target
+    output = heard([0, 128, 192], [1, 1, 0], [[2, 3], [20, 9], [2, 3]])
+    hit, ok = window_verdicts(output, source, 1, bounds)
+    assert hit.tolist() == [True, False, True, False] and ok.tolist() == [True, False, False, True]
+    assert (hit & ok).tolist() == [True, False, False, False]  # plausible strength 1/4, strength 2/4
+    hit, ok = window_verdicts(output, None, 1, bounds)  # copy_style: its own windows
+    assert hit.tolist() == [True, True, False] and ok.tolist() == [True, False, True]
+
+
 # ---------------------------------------------------------------- eval.json
 def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
     for name in ("judge", "latent_classifier"):
