@@ -273,6 +273,7 @@ def test_evaluate_logs_metrics_and_report_to_mlflow(project, tmp_path, monkeypat
             "copy_style_melody_f1", "copy_style_chroma_similarity"} <= set(run.data.metrics)
     logged = {a.path for a in mlf.list_artifacts(run.info.run_id, "report")}
     assert "report/index.html" in logged and "report/img" in logged
+    assert {a.path for a in mlf.list_artifacts(run.info.run_id, "metrics")} >= {"metrics/eval.json", "metrics/strength_content.csv"}
 
 
 # ---------------------------------------------------------------- audio

@@ -301,6 +301,7 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
         log.info("evaluate: %.1f s", time.perf_counter() - t0)
         run.log_metrics(flat_summary(metrics))
         run.log_artifact(paths.metrics, "metrics")
+        run.log_artifact(paths.curve_csv, "metrics")
         run.log_artifacts(paths.report, "report")
     return metrics
 
