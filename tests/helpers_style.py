@@ -7,7 +7,7 @@ Two styles a small network tells apart in a few steps:
 
 :func:`tiny_project` builds raw MIDI + manifest -> extract -> a small VAE
 (trained for a few dozen steps here, in the checkpoint format of the
-train_vae stage) -> train_classifier -> transfer, once per test session, under
+train_vae stage) -> train_classifier -> tune_transfer -> transfer, once per test session, under
 pytest's temporary folder. Nothing is written into the repository.
 """
 
@@ -97,7 +97,7 @@ def tiny_params(**sections) -> Params:
     raw["model"].update({"latent_size": 8, "encoder_hidden": 16, "dense_size": 16, "decoder_hidden": 32})
     raw["classifier"].update({"hidden": 16, "epochs": 30, "batch_size": 16, "lr": 0.01, "patience": 30})
     raw["judge"].update({"channels": 4, "hidden": 8, "epochs": 15, "batch_size": 8, "lr": 0.01, "patience": 15})
-    raw["transfer"].update({"guided_steps": 5, "guided_lr": 0.2})
+    raw["transfer"].update({"guided_steps_grid": [2, 5], "guided_lr": 0.2, "val_pieces_per_style": 2})
     raw["evaluate"].update({"report_pieces_per_direction": 1, "audio": "synth", "audio_seconds": 4, "sample_rate": 8000})
     raw["mlflow"]["enabled"] = False
     for section, values in sections.items():
@@ -170,6 +170,19 @@ class Project:
         return self.root / "models" / "judge.pt"
 
     @property
+    def settings(self) -> Path:
+        return self.root / "models" / "transfer_settings.json"
+
+    @property
+    def sweep(self) -> Path:
+        return self.root / "data" / "transfer_sweep"
+
+    def tune_paths(self):
+        from midistyle.tuning import TunePaths
+
+        return TunePaths(self.raw, self.splits, self.shards, self.vae, self.classifier, self.settings, self.sweep)
+
+    @property
     def spec(self) -> RollSpec:
         return RollSpec.from_params(self.params.extract)
 
@@ -179,6 +192,7 @@ def build_project(root: Path, params: Params | None = None, transfer: bool = Tru
     from midistyle.classifier import train_stage
     from midistyle.extract import extract
     from midistyle.transfer import transfer_stage
+    from midistyle.tuning import tune_stage
 
     # Tiny models run fastest on one thread, and a shared 2-core machine does not thrash.
     torch.set_num_threads(1)
@@ -190,7 +204,8 @@ def build_project(root: Path, params: Params | None = None, transfer: bool = Tru
     train_tiny_vae(ShardIndex.open(p.shards), p.vae, params)
     train_stage(params, p.shards, p.vae, p.classifier, p.judge, root / "metrics" / "classifier.json")
     if transfer:
-        transfer_stage(params, p.raw, p.splits, p.vae, p.classifier, p.transfers)
+        tune_stage(params, p.tune_paths())
+        transfer_stage(params, p.raw, p.splits, p.vae, p.classifier, p.transfers, p.settings)
     return p
 
 
@@ -200,7 +215,8 @@ def eval_paths(p: Project):
 
     return EvalPaths(shards=p.shards, raw=p.raw, splits=p.splits, transfers=p.transfers, vae=p.vae,
                      classifier=p.classifier, judge=p.judge, report=p.report, metrics=p.root / "metrics" / "eval.json",
-                     curves=p.root / "metrics" / "train_vae_curves.csv")
+                     curves=p.root / "metrics" / "train_vae_curves.csv", settings=p.settings, sweep=p.sweep,
+                     curve_csv=p.root / "metrics" / "strength_content.csv")
 
 
 def write_curves(path: Path) -> Path:

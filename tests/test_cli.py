@@ -23,6 +23,12 @@ def models(project):
     return ["--vae", str(project.vae), "--classifier", str(project.classifier)]
 
 
+@pytest.fixture
+def chosen(models, project):
+    """The models and the transfer settings chosen on validation pieces (for `transfer`)."""
+    return [*models, "--settings", str(project.settings)]
+
+
 @pytest.fixture(autouse=True)
 def elsewhere(tmp_path, monkeypatch):
     """Run from an empty folder: no params.yaml, no models/ (the defaults then point at nothing)."""
@@ -41,10 +47,10 @@ def test_styles(capsys, models):
     assert [line.split("\t")[0] for line in out.splitlines()] == ["busy", "calm"]
 
 
-def test_transfer_writes_a_piece_at_the_source_tempo(capsys, models, project, tmp_path):
+def test_transfer_writes_a_piece_at_the_source_tempo(capsys, chosen, project, tmp_path):
     src = project.raw / "busy" / "piece0.mid"
     out = tmp_path / "out.mid"
-    code, stdout, _ = run_main(capsys, "transfer", str(src), "--to", "calm", "-o", str(out), *models)
+    code, stdout, _ = run_main(capsys, "transfer", str(src), "--to", "calm", "-o", str(out), *chosen)
     assert code == 0 and out.exists()
     assert "-> calm by attribute_vector" in stdout
     spec = RollSpec()
@@ -53,7 +59,8 @@ def test_transfer_writes_a_piece_at_the_source_tempo(capsys, models, project, tm
     assert tempi == [m.tempo for t in mido.MidiFile(src).tracks for m in t if m.type == "set_tempo"]
 
 
-def test_transfer_options(capsys, models, project, tmp_path):
+def test_transfer_options(capsys, chosen, project, tmp_path):
+    models = chosen
     src = str(project.raw / "calm" / "piece0.mid")
     code, out, _ = run_main(capsys, "transfer", src, "--to", "busy", "--from", "calm", "--method", "classifier_guided",
                             "--strength", "2", "-o", str(tmp_path / "g.mid"), *models)
@@ -68,6 +75,32 @@ def test_transfer_options(capsys, models, project, tmp_path):
     local.write_bytes((project.raw / "calm" / "piece0.mid").read_bytes())
     code, _, _ = run_main(capsys, "transfer", str(local), "--to", "busy", *models)
     assert code == 0 and (tmp_path / "mine.attribute_vector.busy.mid").exists()
+
+
+def test_strength_one_is_the_alpha_chosen_for_the_direction(capsys, chosen, project, tmp_path):
+    import json
+
+    from midistyle.transfer import Job, StyleTransfer, TransferSettings, write_roll
+
+    alpha = json.loads(project.settings.read_text())["chosen"]["attribute_vector"]["calm_to_busy"]
+    src = project.raw / "calm" / "piece0.mid"
+    model = StyleTransfer.load(project.vae, project.classifier)
+    piece = read_piece(src, model.spec)
+    for strength in (1.0, 0.5):
+        cli_out = tmp_path / f"cli{strength}.mid"
+        code, _, _ = run_main(capsys, "transfer", str(src), "--to", "busy", "--from", "calm", "--strength", str(strength),
+                              "-o", str(cli_out), *chosen)
+        assert code == 0
+        (roll,) = model.transfer_piece(piece, [Job("attribute_vector", 1, 0, TransferSettings(alpha=alpha * strength))])
+        by_hand = write_roll(roll, model.spec, piece.timing, tmp_path / f"hand{strength}.mid")
+        assert cli_out.read_bytes() == by_hand.read_bytes()
+
+
+def test_transfer_without_chosen_settings_is_one_line(capsys, models, project, tmp_path):
+    src = str(project.raw / "calm" / "piece0.mid")
+    code, _, err = run_main(capsys, "transfer", src, "--to", "busy", "-o", str(tmp_path / "x.mid"), *models)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "models/transfer_settings.json: no chosen transfer settings (run `dvc repro tune_transfer` first)" in err
 
 
 def test_generate_is_seeded(capsys, models, tmp_path):
@@ -93,9 +126,20 @@ def test_roll_picture(capsys, project, tmp_path):
     ("text", "not_midi"),
     ("silent", "no_notes"),
     ("style", "unknown style 'polka'"),
-    ("strength", "--strength"),
+    ("strength", "--strength: must be a number from 0 to 4, got -1"),
+    ("strength_high", "--strength: must be a number from 0 to 4, got 4.5"),
+    ("steps", "--steps: must be from 0 to 1000, got 1001"),
+    ("steps_from_strength", "asks for 1200 classifier-guided steps, at most 1000"),
+    ("folder", "is a folder; -o must name a file to write"),
+    ("bars", "--bars: must be from 1 to 512, got 513"),
+    ("bars_zero", "--bars: must be from 1 to 512, got 0"),
+    ("generate_folder", "is a folder; -o must name a file to write"),
+    ("roll_folder", "is a folder; -o must name a file to write"),
 ])
-def test_bad_input_is_one_line(capsys, models, project, tmp_path, case, match):
+def test_bad_input_is_one_line(capsys, chosen, project, tmp_path, case, match):
+    import json
+
+    models = chosen
     src = project.raw / "calm" / "piece0.mid"
     (tmp_path / "notes.mid").write_text("hello\n")
     (tmp_path / "silent.mid").write_bytes(to_bytes(piece([[]])))
@@ -105,10 +149,27 @@ def test_bad_input_is_one_line(capsys, models, project, tmp_path, case, match):
         "silent": ["transfer", str(tmp_path / "silent.mid"), "--to", "busy"],
         "style": ["transfer", str(src), "--to", "polka"],
         "strength": ["transfer", str(src), "--to", "busy", "--strength", "-1"],
+        "strength_high": ["transfer", str(src), "--to", "busy", "--strength", "4.5"],
+        "steps": ["transfer", str(src), "--to", "busy", "--method", "classifier_guided", "--steps", "1001"],
+        "steps_from_strength": ["transfer", str(src), "--to", "busy", "--from", "calm", "--method", "classifier_guided",
+                                "--strength", "3", "--settings", str(tmp_path / "many-steps.json")],
+        "folder": ["transfer", str(src), "--to", "busy", "-o", str(tmp_path / "out")],
+        "bars": ["generate", "--style", "calm", "--bars", "513", "-o", str(tmp_path / "g.mid")],
+        "bars_zero": ["generate", "--style", "calm", "--bars", "0", "-o", str(tmp_path / "g.mid")],
+        "generate_folder": ["generate", "--style", "calm", "-o", str(tmp_path / "out")],
+        "roll_folder": ["roll", str(src), "-o", str(tmp_path / "out")],
     }[case]
+    (tmp_path / "out").mkdir()
+    many = json.loads(project.settings.read_text())
+    many["chosen"]["classifier_guided"]["calm_to_busy"] = 400
+    (tmp_path / "many-steps.json").write_text(json.dumps(many))
+    if args[0] != "transfer" or "--settings" in args:
+        models = models[: models.index("--settings")] if args[0] != "roll" else []
     code, out, err = run_main(capsys, *args, *models)
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and match in err and "Traceback" not in err
+    if "folder" in case:
+        assert err.strip() == f"midistyle: error: {tmp_path / 'out'}: is a folder; -o must name a file to write"
 
 
 def test_a_checkpoint_of_another_kind_is_one_line(capsys, project, tmp_path):

@@ -26,6 +26,15 @@ def test_repository_params_load():
         (lambda r: r["data"].update(profile="nope"), r"data\.profile: unknown profile 'nope'"),
         (lambda r: r["data"]["profiles"]["sample"]["baroque"][0].update(url="ftp://x"), r"a source needs exactly one"),
         (lambda r: r.update(sed=1), r"^params\.yaml: sed: unknown key"),
+        (lambda r: r["transfer"].update(alpha=1.0), r"transfer\.alpha: unknown key"),
+        (lambda r: r["transfer"].update(alpha_grid=[1.0, 0.5]), r"transfer\.alpha_grid: must be strictly ascending"),
+        (lambda r: r["transfer"].update(alpha_grid=[0.0, 1.0]), r"transfer\.alpha_grid\[0\]: must be > 0"),
+        (lambda r: r["transfer"].update(alpha_grid=[1.0, 11.0]), r"transfer\.alpha_grid\[1\]: must be > 0 and <= 10"),
+        (lambda r: r["transfer"].update(alpha_grid=[]), r"transfer\.alpha_grid: must hold at least one value"),
+        (lambda r: r["transfer"].update(guided_steps_grid=[10, 2000]), r"transfer\.guided_steps_grid\[1\]: .*<= 1000"),
+        (lambda r: r["transfer"].update(guided_steps_grid=[1.5]), r"transfer\.guided_steps_grid\[0\]: expected an integer"),
+        (lambda r: r["transfer"].update(target_strength=1.5), r"transfer\.target_strength: must be <= 1"),
+        (lambda r: r["transfer"].update(val_pieces_per_style=0), r"transfer\.val_pieces_per_style: must be >= 1"),
     ],
 )
 def test_bad_values_name_the_key(edit, message):

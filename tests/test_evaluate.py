@@ -80,6 +80,76 @@ def test_gap_closed():
     assert np.isnan(ms.gap_closed(4.0, 3.0, 4.0))
 
 
+def test_window_features_are_onsets_per_beat_and_notes_per_sounding_step():
+    # a window of 16 steps (4 beats) holding 8: a 3-note chord on step 0 held 4 steps, one note at step 4
+    w = roll_of([(0, 20, 0, 4), (0, 24, 0, 4), (1, 10, 0, 4), (0, 30, 4, 6)], T=16)
+    f = ms.window_features(w[None], np.array([8]), steps_per_beat=4)
+    assert f.shape == (1, 2)
+    assert f[0, 0] == pytest.approx(4 / 2)  # 4 onsets over the 2 beats of its length
+    assert f[0, 1] == pytest.approx((4 * 3 + 2 * 1) / 6)  # 6 sounding steps
+    late = roll_of([(0, 20, 12, 14)], T=16)  # a note past the length is not in the window
+    f = ms.window_features(np.stack([late, np.zeros_like(late)]), np.array([8, 16]), 4)
+    assert f[0, 0] == 0 and np.isnan(f[0, 1]) and np.isnan(f[1, 1])
+    assert ms.window_features(np.zeros((0, 16, 2, 2, P), bool), np.zeros(0, int), 4).shape == (0, 2)
+
+
+def test_plausible_bounds_are_the_5th_to_95th_percentiles_inclusive():
+    real = np.stack([np.arange(101, dtype=float), 10 + np.arange(101, dtype=float) / 10], axis=1)  # 0..100, 10..20
+    bounds = ms.plausible_bounds(real)
+    np.testing.assert_allclose(bounds, [[5, 95], [10.5, 19.5]])
+    out = np.array([[5, 15], [95, 19.5], [4.9, 15], [50, 19.6], [50, np.nan], [np.nan, 15]])
+    assert ms.plausible(out, bounds).tolist() == [True, True, False, False, False, False]
+    # clutter: ten times the density of anything real
+    assert not ms.plausible(np.array([[1000.0, 15.0]]), bounds).any()
+    assert np.isnan(ms.plausible_bounds(np.full((3, 2), np.nan))).all()
+    assert not ms.plausible(np.array([[5.0, 15.0]]), ms.plausible_bounds(np.zeros((0, 2)))).any()
+
+
+def test_top_line_is_the_highest_right_hand_pitch_at_its_onset_steps():
+    r = roll_of([(0, 30, 0, 8), (0, 20, 0, 2), (0, 22, 4, 6), (1, 45, 2, 3), (0, 10, 10, 12)], T=16)
+    # steps 0 and 4: the held 30 is on top; step 10: 10; the left hand's 45 at step 2 is not melody
+    assert ms.top_line(r) == {(0, 30), (4, 30), (10, 10)}
+    assert ms.top_line(np.zeros((0, 2, 2, P), bool)) == set()
+
+
+def test_melody_f1_of_identical_shifted_and_empty_rolls():
+    tune = roll_of([(0, 20 + i % 5, 2 * i, 2 * i + 2) for i in range(8)] + [(1, 5, 0, 16)], T=16)
+    assert ms.melody_f1(tune, tune) == 1.0
+    up = np.roll(tune, 1, axis=-1)  # a semitone higher: no pair matches
+    assert ms.melody_f1(tune, up) == 0.0
+    later = np.roll(tune, 1, axis=0)  # one step later
+    assert ms.melody_f1(tune, later) == 0.0
+    left_only = tune.copy()
+    left_only[:, 0] = False
+    assert ms.melody_f1(tune, left_only) == 0.0  # an empty top line against a full one
+    assert np.isnan(ms.melody_f1(left_only, left_only))
+    half = tune.copy()
+    half[8:, 0] = False  # the first 4 of 8 melody notes kept
+    assert ms.melody_f1(tune, half) == pytest.approx(2 * 4 / (8 + 4))
+    # extra notes below the tune leave it intact
+    chords = tune | roll_of([(0, 2, 2 * i, 2 * i + 2) for i in range(8)], T=16)
+    assert ms.melody_f1(tune, chords) == 1.0
+
+
+def test_plausible_strength_needs_the_judge_and_the_range_and_a_silent_window_misses():
+    from midistyle.evaluate import Heard, window_verdicts
+    from midistyle.roll import Timing
+
+    def heard(starts, judged, features):
+        return Heard(Path("x.mid"), np.zeros((0, 2, 2, P), bool), [0], Timing(), np.array(starts), np.array(judged),
+                     {}, np.array(features, float).reshape(-1, 2))
+
+    bounds = np.array([[1.0, 3.0], [2.0, 4.0]])
+    source = heard([0, 64, 128, 192], [0, 0, 0, 0], [[2, 3]] * 4)
+    # window 64 came out silent; 128 is clutter (20 notes per beat) the judge still calls target
+    output = heard([0, 128, 192], [1, 1, 0], [[2, 3], [20, 9], [2, 3]])
+    hit, ok = window_verdicts(output, source, 1, bounds)
+    assert hit.tolist() == [True, False, True, False] and ok.tolist() == [True, False, False, True]
+    assert (hit & ok).tolist() == [True, False, False, False]  # plausible strength 1/4, strength 2/4
+    hit, ok = window_verdicts(output, None, 1, bounds)  # copy_style: its own windows
+    assert hit.tolist() == [True, True, False] and ok.tolist() == [True, False, True]
+
+
 # ---------------------------------------------------------------- eval.json
 def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
     for name in ("judge", "latent_classifier"):
@@ -90,18 +160,57 @@ def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
     assert set(systems) == {"attribute_vector", "classifier_guided", "reconstruction", "copy_content", "copy_style"}
     for system, data in systems.items():
         assert set(data["directions"]) == {"busy_to_calm", "calm_to_busy"}
-        assert {"strength", "chroma_similarity", "rhythm_similarity", "gap_closed"} <= set(data["mean"])
+        assert {"plausible_strength", "strength", "plausible_share", "chroma_similarity", "melody_f1",
+                "rhythm_similarity", "gap_closed"} <= set(data["mean"])
         for d in data["directions"].values():
             assert set(d["stats"]) == set(ms.STAT_NAMES)
+            # judged target and plausible: never more than either alone
+            assert d["plausible_strength"] <= min(d["strength"], d["plausible_share"]) + 1e-9
     # the source against itself: full content, no movement
     assert systems["copy_content"]["mean"]["chroma_similarity"] == pytest.approx(1.0)
     assert systems["copy_content"]["mean"]["rhythm_similarity"] == pytest.approx(1.0)
     assert systems["copy_content"]["mean"]["gap_closed"] == pytest.approx(0.0)
-    # a real piece of the target style is the judge's home ground
+    assert systems["copy_content"]["mean"]["melody_f1"] == pytest.approx(1.0)
+    # the two styles' windows barely overlap in density: a source is not plausible as the other style,
+    # a real piece of the target style mostly is
+    assert systems["copy_content"]["mean"]["plausible_share"] < 0.5
+    assert systems["copy_style"]["mean"]["plausible_share"] > 0.5
+    assert 0.0 <= rec["plausible_share"] <= 1.0
+    plaus = metrics["plausibility"]
+    for style in ("busy", "calm"):
+        lo, hi = plaus["bounds"][style]["note_density"]
+        assert lo <= hi and 0.5 <= plaus["real_test_windows_plausible_share"][style] <= 1.0
+    assert plaus["bounds"]["busy"]["note_density"][0] > plaus["bounds"]["calm"]["note_density"][1]
+    chosen = metrics["transfer_settings"]["chosen"]
+    assert set(chosen) == {"attribute_vector", "classifier_guided"}
+    assert chosen["attribute_vector"]["busy_to_calm"]["knob"] == "alpha"    # a real piece of the target style is the judge's home ground
     assert systems["copy_style"]["mean"]["strength"] >= 0.8
     assert systems["copy_style"]["mean"]["gap_closed"] > 0.5
     assert set(metrics["target_stats"]) == {"busy", "calm"}
     assert metrics["transfer_outputs"]["failed"] == 0
+
+
+def test_strength_content_curve_is_the_judged_validation_sweep(project, metrics):
+    import csv
+
+    from midistyle.evaluate import CURVE_COLUMNS
+
+    with open(project.root / "metrics" / "strength_content.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == CURVE_COLUMNS
+    tp = project.params.transfer
+    assert len(rows) == 2 * (len(tp.alpha_grid) + len(tp.guided_steps_grid))  # two directions
+    settings = json.loads(project.settings.read_text())
+    for r in rows:
+        chosen = settings["chosen"][r["method"]][r["direction"]]
+        assert float(r["cli_strength"]) == pytest.approx(float(r["value"]) / chosen, rel=1e-5)
+        assert r["chosen"] == str(int(float(r["value"]) == chosen))
+        for k in ("plausible_strength", "strength", "plausible_share", "chroma_similarity", "melody_f1"):
+            assert r[k] == "" or 0.0 <= float(r[k]) <= 1.0
+    assert sum(r["chosen"] == "1" for r in rows) == 4
+    page = (project.report / "index.html").read_text()
+    assert 'src="img/strength_content.png"' in page and 'id="strength"' in page
+    assert page.index("plausible strength") < page.index("strength (judge only)")  # the headline leads
 
 
 def test_eval_json_is_strict_json(project):
@@ -160,9 +269,11 @@ def test_evaluate_logs_metrics_and_report_to_mlflow(project, tmp_path, monkeypat
     mlf = client()
     (run,) = mlf.search_runs([mlf.get_experiment_by_name(params.mlflow.experiment).experiment_id])
     assert run.data.tags["dvc_stage"] == "evaluate"
-    assert {"judge_test_accuracy", "attribute_vector_strength", "copy_style_chroma_similarity"} <= set(run.data.metrics)
+    assert {"judge_test_accuracy", "attribute_vector_strength", "attribute_vector_plausible_strength",
+            "copy_style_melody_f1", "copy_style_chroma_similarity"} <= set(run.data.metrics)
     logged = {a.path for a in mlf.list_artifacts(run.info.run_id, "report")}
     assert "report/index.html" in logged and "report/img" in logged
+    assert {a.path for a in mlf.list_artifacts(run.info.run_id, "metrics")} >= {"metrics/eval.json", "metrics/strength_content.csv"}
 
 
 # ---------------------------------------------------------------- audio

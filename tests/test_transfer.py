@@ -96,11 +96,41 @@ def test_classifier_guided_raises_the_target_probability_and_stays_near_when_tol
     assert torch.equal(none, mu)
 
 
-def test_strength_sets_alpha_and_scales_guided_steps():
-    s = TransferSettings(alpha=1.0, guided_steps=50).with_strength(0.5)
-    assert s.alpha == 0.5 and s.guided_steps == 25
-    with pytest.raises(UserError, match="strength"):
-        TransferSettings().with_strength(-1)
+def test_strength_scales_the_chosen_alpha_and_guided_steps_within_bounds():
+    s = TransferSettings(alpha=2.0, guided_steps=50).with_strength(0.5)
+    assert s.alpha == 1.0 and s.guided_steps == 25
+    assert TransferSettings(alpha=1.5).with_strength(4).alpha == 6.0  # the documented maximum
+    for bad in (-1, 4.01, float("nan"), float("inf")):
+        with pytest.raises(UserError, match="--strength: must be a number from 0 to 4"):
+            TransferSettings().with_strength(bad)
+    assert TransferSettings(guided_steps=50).with_steps(1000).guided_steps == 1000
+    with pytest.raises(UserError, match="--steps: must be from 0 to 1000, got 1001"):
+        TransferSettings().with_steps(1001)
+    with pytest.raises(UserError, match="asks for 1200 classifier-guided steps, at most 1000"):
+        TransferSettings(guided_steps=400).with_strength(3).check_steps()
+
+
+def test_guided_path_snapshots_equal_separate_runs(model):
+    torch.manual_seed(1)
+    mu = model.regions.means[0] + 0.1 * torch.randn(4, model.regions.means.shape[1])
+    tgt = torch.ones(4, dtype=torch.long)
+    s = TransferSettings(guided_lr=0.1, guided_distance_weight=0.01)
+    z0, z3, z7 = model.guided_path(mu, tgt, s, [0, 3, 7])
+    assert torch.equal(z0, mu)
+    for steps, z in ((3, z3), (7, z7)):
+        alone = model.move(mu, "classifier_guided", torch.zeros(4, dtype=torch.long), tgt,
+                           TransferSettings(guided_steps=steps, guided_lr=0.1, guided_distance_weight=0.01))
+        assert torch.allclose(z, alone)
+
+
+def test_pieces_transferred_together_equal_pieces_transferred_alone(model, project):
+    pieces = [read_piece(project.raw / style / "piece1.mid", model.spec) for style in STYLES]
+    jobs = [Job(RECONSTRUCTION, 0, 0), Job("attribute_vector", 0, 1, TransferSettings(alpha=1.5))]
+    together = model.transfer_pieces(pieces, jobs)
+    for piece, rolls in zip(pieces, together):
+        for a, b in zip(rolls, model.transfer_piece(piece, jobs)):
+            assert a.shape == piece.roll.shape
+            assert (a != b).mean() < 1e-3  # the same up to float rounding of another batch size
 
 
 def test_unknown_method_and_style_are_user_errors(model):
@@ -115,7 +145,7 @@ def test_unknown_method_and_style_are_user_errors(model):
 def test_transfer_piece_keeps_length_and_silent_windows(model, project):
     piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
     piece.roll[64:128] = False  # a silent second window
-    rolls = model.transfer_piece(piece, [Job(RECONSTRUCTION, 1, 1), Job("attribute_vector", 1, 0)], TransferSettings())
+    rolls = model.transfer_piece(piece, [Job(RECONSTRUCTION, 1, 1), Job("attribute_vector", 1, 0)])
     for roll in rolls:
         assert roll.shape == piece.roll.shape and roll.dtype == bool
         assert not roll[64:128].any()
@@ -164,7 +194,7 @@ def test_a_failing_piece_is_recorded_and_the_batch_goes_on(project, tmp_path):
     bad = next(r["source_file"] for r in _manifest(p.transfers / "manifest.csv") if r["source_style"] == "calm")
     (p.raw / bad).write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff\xff\xffgarbage")
     params = tiny_params(transfer={"max_failed_share": 0.5})
-    summary = transfer_stage(params, p.raw, p.splits, p.vae, p.classifier, p.transfers)
+    summary = transfer_stage(params, p.raw, p.splits, p.vae, p.classifier, p.transfers, p.settings)
     assert summary["pieces_failed"] == 1
     rows = _manifest(p.transfers / "manifest.csv")
     failed = [r for r in rows if r["status"] == "failed"]
@@ -172,7 +202,7 @@ def test_a_failing_piece_is_recorded_and_the_batch_goes_on(project, tmp_path):
     assert any(r["status"] == "ok" and r["source_style"] == "busy" for r in rows)
 
     with pytest.raises(UserError, match="1 of 2 pieces failed"):
-        transfer_stage(tiny_params(), p.raw, p.splits, p.vae, p.classifier, tmp_path / "out")
+        transfer_stage(tiny_params(), p.raw, p.splits, p.vae, p.classifier, tmp_path / "out", p.settings)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
@@ -185,7 +215,8 @@ def test_max_pieces_per_style_caps_the_work(project, tmp_path):
     splits["test"] += calm
     (tmp_path / "splits.json").write_text(json.dumps(splits))
     summary = transfer_stage(tiny_params(transfer={"max_pieces_per_style": 1, "methods": ["attribute_vector"]}),
-                             project.raw, tmp_path / "splits.json", project.vae, project.classifier, tmp_path / "t")
+                             project.raw, tmp_path / "splits.json", project.vae, project.classifier, tmp_path / "t",
+                             project.settings)
     assert summary["pieces_per_style"] == {"busy": 1, "calm": 1}
     rows = _manifest(tmp_path / "t" / "manifest.csv")
     assert {r["method"] for r in rows} == {RECONSTRUCTION, "attribute_vector"}
@@ -194,6 +225,11 @@ def test_max_pieces_per_style_caps_the_work(project, tmp_path):
 
 def test_missing_models_are_user_errors(project, tmp_path):
     with pytest.raises(UserError, match="no trained model"):
-        transfer_stage(tiny_params(), project.raw, project.splits, tmp_path / "vae.pt", project.classifier, tmp_path / "t")
+        transfer_stage(tiny_params(), project.raw, project.splits, tmp_path / "vae.pt", project.classifier, tmp_path / "t",
+                       project.settings)
     with pytest.raises(UserError, match="no trained model"):
-        transfer_stage(tiny_params(), project.raw, project.splits, project.vae, tmp_path / "c.pt", tmp_path / "t")
+        transfer_stage(tiny_params(), project.raw, project.splits, project.vae, tmp_path / "c.pt", tmp_path / "t",
+                       project.settings)
+    with pytest.raises(UserError, match="no chosen transfer settings.*dvc repro tune_transfer"):
+        transfer_stage(tiny_params(), project.raw, project.splits, project.vae, project.classifier, tmp_path / "t",
+                       tmp_path / "settings.json")

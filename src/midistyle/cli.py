@@ -7,9 +7,12 @@
 
 Models default to the pipeline's outputs (``models/vae.pt``,
 ``models/latent_classifier.pt``); ``--vae``/``--classifier`` point elsewhere.
-Transfer settings default to ``params.yaml``'s ``transfer`` section when one is
-in the current folder. Bad input gives one line on stderr and exit status 1
-(2 for bad usage, as argparse does), never a traceback.
+How far a transfer moves is the setting the pipeline chose for that direction
+on validation pieces (``models/transfer_settings.json``, ``--settings``);
+``--strength`` multiplies it (1 = as chosen, at most :data:`MAX_STRENGTH`).
+Bounded inputs: ``--strength`` <= 4, ``--steps`` <= 1000, ``generate --bars``
+<= 512. Bad input gives one line on stderr and exit status 1 (2 for bad usage,
+as argparse does), never a traceback.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
 from midistyle.errors import UserError
 
 VAE_DEFAULT = "models/vae.pt"
 CLASSIFIER_DEFAULT = "models/latent_classifier.pt"
+SETTINGS_DEFAULT = "models/transfer_settings.json"
+MAX_BARS = 512  # generate --bars
 
 
 def _models(parser: argparse.ArgumentParser) -> None:
@@ -47,16 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", default=None,
                    help="the piece's style (default: what the latent classifier hears in it)")
     p.add_argument("--method", choices=("attribute_vector", "classifier_guided"), default="attribute_vector")
-    p.add_argument("--strength", type=float, default=None,
-                   help="attribute vector: alpha; classifier-guided: multiplies the number of steps "
-                        "(0 = plain reconstruction; default: params.yaml's transfer section, else 1)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="times the alpha (attribute vector) or step count (classifier-guided) chosen for this "
+                        f"direction on validation pieces: 1 = as chosen (default), 0 = plain reconstruction, "
+                        f"at most {MAX_STRENGTH:g}")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"classifier-guided: exactly this many steps instead (0 to {MAX_GUIDED_STEPS})")
     p.add_argument("-o", "--output", default=None, help="output MIDI (default: IN.<method>.<style>.mid beside IN)")
-    p.add_argument("--params", default="params.yaml", help="params file for the transfer settings, if present")
+    p.add_argument("--settings", default=SETTINGS_DEFAULT,
+                   help=f"the settings chosen per direction by `dvc repro tune_transfer` (default {SETTINGS_DEFAULT})")
     _models(p)
 
     p = sub.add_parser("generate", help="new music in a style, decoded from latents sampled in its region")
     p.add_argument("--style", required=True)
-    p.add_argument("--bars", type=int, default=16)
+    p.add_argument("--bars", type=int, default=16, help=f"length in bars (1 to {MAX_BARS}, default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tempo", type=float, default=100.0, help="quarter notes per minute (default 100)")
     p.add_argument("-o", "--output", required=True)
@@ -90,34 +100,46 @@ def _read_input(path: str, spec):
     return read_piece(p, spec)
 
 
-def _settings(args):
-    from midistyle.config import TransferParams, load_params
-    from midistyle.transfer import TransferSettings
+def _check_output(path: str | Path) -> Path:
+    """The output path, or a one-line error naming it when it is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; -o must name a file to write")
+    return path
 
-    tp = load_params(args.params).transfer if Path(args.params).exists() else TransferParams()
-    settings = TransferSettings.from_params(tp)
-    if args.strength is not None:
-        settings = settings.with_strength(args.strength)
-    return settings
+
+def _settings(args, chosen, method: str, source: str, target: str):
+    """The direction's chosen settings, scaled by ``--strength`` (and ``--steps``), within their bounds."""
+    settings = chosen.for_direction(method, source, target).with_strength(args.strength)
+    if args.steps is not None:
+        settings = settings.with_steps(args.steps)
+    return settings.check_steps()
+
+
+def _source_style(args, model, piece) -> tuple[int, str]:
+    """The piece's style index (given, or heard by the latent classifier) and how it was found."""
+    if args.source is not None:
+        return model.style_index(args.source), f"{args.source} (given)"
+    source, probs = model.detect_style(piece)
+    return source, f"{model.styles[source]} (heard: " + ", ".join(f"{s} {p:.0%}" for s, p in zip(model.styles, probs)) + ")"
 
 
 def cmd_transfer(args) -> None:
-    from midistyle.transfer import RECONSTRUCTION, Job, StyleTransfer, write_roll
+    from midistyle.transfer import RECONSTRUCTION, Job, StyleTransfer, TransferSettings, load_chosen_settings, write_roll
 
-    settings = _settings(args)
+    TransferSettings().with_strength(args.strength)  # a bad --strength fails before any model is read
+    if args.steps is not None:
+        TransferSettings().with_steps(args.steps)
+    out = _check_output(args.output) if args.output else Path(args.input).with_suffix(f".{args.method}.{args.target}.mid")
     model = StyleTransfer.load(args.vae, args.classifier)
     target = model.style_index(args.target)
+    chosen = load_chosen_settings(args.settings, model.styles)
     piece = _read_input(args.input, model.spec)
-    if args.source is not None:
-        source = model.style_index(args.source)
-        note = f"{args.source} (given)"
-    else:
-        source, probs = model.detect_style(piece)
-        note = f"{model.styles[source]} (heard: " + ", ".join(f"{s} {p:.0%}" for s, p in zip(model.styles, probs)) + ")"
+    source, note = _source_style(args, model, piece)
     method = args.method if source != target else RECONSTRUCTION
-    (roll,) = model.transfer_piece(piece, [Job(method, source, target)], settings)
-    out = Path(args.output) if args.output else Path(args.input).with_suffix(f".{args.method}.{args.target}.mid")
-    write_roll(roll, model.spec, piece.timing, out)
+    settings = _settings(args, chosen, method, model.styles[source], args.target)
+    (roll,) = model.transfer_piece(piece, [Job(method, source, target, settings)])
+    write_roll(roll, model.spec, piece.timing, _check_output(out))
     notes = int(roll[:, :, 1].sum())
     print(f"{args.input}: {note} -> {args.target} by {method}: {out} ({notes} notes)")
     if notes == 0:
@@ -127,10 +149,11 @@ def cmd_transfer(args) -> None:
 def cmd_generate(args) -> None:
     from midistyle.transfer import StyleTransfer, write_roll
 
-    if args.bars < 1:
-        raise UserError(f"--bars: must be at least 1, got {args.bars}")
-    if not args.tempo > 0:
+    if not 1 <= args.bars <= MAX_BARS:
+        raise UserError(f"--bars: must be from 1 to {MAX_BARS}, got {args.bars}")
+    if not 0 < args.tempo < float("inf"):
         raise UserError(f"--tempo: must be > 0, got {args.tempo}")
+    _check_output(args.output)
     model = StyleTransfer.load(args.vae, args.classifier)
     style = model.style_index(args.style)
     roll, timing = model.generate(style, args.bars, args.seed, tempo=args.tempo)
@@ -155,6 +178,7 @@ def cmd_roll(args) -> None:
             raise UserError(f"--bars: must be at least 1, got {args.bars}")
         if len(piece.bar_starts) > args.bars:
             roll = roll[: piece.bar_starts[args.bars]]
+    _check_output(args.output)
     if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UserError(f"{args.output}: the picture's name must end in .png, .svg or .pdf")
     draw_rolls([(Path(args.input).name, roll)], args.output, pitch_low=spec.pitch_low,

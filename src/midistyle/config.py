@@ -15,6 +15,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -191,11 +192,20 @@ class JudgeParams:
     patience: int = _f(3, ge=1)
 
 
+MAX_STRENGTH = 4.0  # the CLI's --strength: at most 4 times the strength chosen on validation pieces
+MAX_ALPHA = 10.0  # attribute vector: alphas of the grid
+MAX_GUIDED_STEPS = 1000  # classifier-guided: steps of the grid, and what the CLI's --strength/--steps may ask for
+
+
 @dataclass(frozen=True)
 class TransferParams:
     methods: list[str] = _f(["attribute_vector", "classifier_guided"])
-    alpha: float = _f(1.0, ge=0.0)  # attribute vector strength
-    guided_steps: int = _f(50, ge=1)
+    # Transfer strength is chosen per direction on validation pieces (the tune_transfer stage): the smallest
+    # grid value whose re-encoded target share x plausible reaches target_strength, else the best one.
+    alpha_grid: list[float] = _f([0.5, 1.0, 1.5, 2.0, 3.0])  # attribute vector: alphas tried, ascending
+    guided_steps_grid: list[int] = _f([10, 25, 50, 100, 200])  # classifier-guided: step counts tried, ascending
+    target_strength: float = _f(0.9, gt=0.0, le=1.0)
+    val_pieces_per_style: int = _f(12, ge=1)  # validation pieces (seeded choice) the choice is made on
     guided_lr: float = _f(0.05, gt=0.0)
     guided_distance_weight: float = _f(0.1, ge=0.0)
     max_pieces_per_style: Optional[int] = _f(None, gt=0)
@@ -206,6 +216,20 @@ class TransferParams:
         for m in self.methods:
             if m not in known:
                 raise ConfigError(f"{where}.methods: unknown method {m!r}; known: {list(known)}")
+        _check_grid(self.alpha_grid, f"{where}.alpha_grid", "> 0", lambda v: 0 < v <= MAX_ALPHA, MAX_ALPHA)
+        _check_grid(self.guided_steps_grid, f"{where}.guided_steps_grid", ">= 1", lambda v: 1 <= v <= MAX_GUIDED_STEPS,
+                    MAX_GUIDED_STEPS)
+
+
+def _check_grid(grid: list, where: str, low: str, ok: Callable[[Any], bool], high: float) -> None:
+    """A non-empty, strictly ascending list of values that pass ``ok`` (``low`` and ``high`` name the range)."""
+    if not grid:
+        raise ConfigError(f"{where}: must hold at least one value")
+    for i, v in enumerate(grid):
+        if not ok(v):
+            raise ConfigError(f"{where}[{i}]: must be {low} and <= {high:g}, got {v!r}")
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ConfigError(f"{where}: must be strictly ascending, got {grid}")
 
 
 @dataclass(frozen=True)

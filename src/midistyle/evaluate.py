@@ -10,21 +10,37 @@ What is measured, in the order one should read it:
    :func:`~midistyle.roll.read_piece` and cut into the same windows as its
    source. Per direction (source -> target style) and method:
 
-   * *strength*: share of the source's audible windows whose transferred
-     window the judge assigns to the target style (a window that came out
-     silent counts as a miss);
-   * *content*: chroma similarity (cosine of per-bar pitch-class vectors) and
-     rhythm similarity (F1 of onset steps) with the source;
+   * *plausible strength* (the headline): share of the source's audible
+     windows whose transferred window the judge assigns to the target style
+     **and** that is plausible: its note density (onsets per beat) and
+     polyphony (mean notes sounding together on sounding steps) lie inside
+     the 5th-95th percentile band of the real **test** windows of the style it
+     should have (:func:`midistyle.musicstats.plausible`) - the target for a
+     transfer, copy_content and copy_style, the source's style for a
+     reconstruction. Clutter (blocks of sustained notes) fails it;
+   * *strength*: the judge's verdict alone, and the *plausible share* alone
+     (a window that came out silent counts as a miss for all three);
+   * *content*: chroma similarity (cosine of per-bar pitch-class vectors),
+     *melody kept* (F1 of the right hand's top line, ``(step, pitch)`` pairs)
+     and rhythm similarity (F1 of onset steps) with the source;
    * musical statistics of sources, transfers and real target pieces, and the
      share of the source-to-target gap each transfer closed.
 
    Beside every figure, the baselines: ``copy_content`` (the source
    unchanged), ``copy_style`` (a real test piece of the target style, chosen
    at random, seeded) and ``reconstruction`` (the VAE without a latent move).
+4. **The strength <-> content curve**: the tune_transfer stage's sweep of
+   every grid value on validation pieces (``data/transfer_sweep/``), judged
+   here - plausible strength against chroma similarity and melody F1 per
+   method, direction and setting (``metrics/strength_content.csv``, a DVC
+   plot). The judge evaluates the sweep; it took no part in choosing.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import math
 import random
@@ -39,17 +55,29 @@ import torch
 from midistyle import musicstats as ms
 from midistyle.classifier import classification_metrics, encode_rolls, load_classifier, predict
 from midistyle.errors import UserError
-from midistyle.fileio import atomic_write_json
+from midistyle.fileio import atomic_write_json, atomic_write_text
 from midistyle.judge import judge_probs, load_judge
 from midistyle.model import load_vae
-from midistyle.roll import RollError, RollSpec, Timing, read_piece
+from midistyle.roll import RollError, RollSpec, Timing, read_piece, stitch_windows
 from midistyle.shards import ShardIndex
-from midistyle.transfer import METHODS, RECONSTRUCTION, audible, piece_windows, read_manifest, select_test_pieces
+from midistyle.transfer import (
+    KNOBS,
+    METHODS,
+    RECONSTRUCTION,
+    audible_windows,
+    load_chosen_settings,
+    read_manifest,
+    select_test_pieces,
+)
+from midistyle.tuning import read_sweep
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("reconstruction", "copy_content", "copy_style")
-SCORES = ("strength", "chroma_similarity", "rhythm_similarity", "gap_closed")
+SCORES = ("plausible_strength", "strength", "plausible_share", "chroma_similarity", "melody_f1", "rhythm_similarity",
+          "gap_closed")
+CURVE_COLUMNS = ("method", "direction", "knob", "value", "cli_strength", "chosen", "plausible_strength", "strength",
+                 "plausible_share", "chroma_similarity", "melody_f1", "val_selection_score", "windows")
 
 
 @dataclass
@@ -63,6 +91,7 @@ class Heard:
     starts: np.ndarray  # (N,) first step of every audible window
     judged: np.ndarray  # (N,) the judge's style index for each
     stats: dict[str, float] = field(default_factory=dict)
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (N, 2) density, polyphony of each
 
 
 class Listener:
@@ -89,40 +118,48 @@ class Listener:
             empty = np.zeros((0, 2, 2, spec.n_pitches), bool)
             return Heard(path, empty, [0], Timing(), np.zeros(0, int), np.zeros(0, int),
                          ms.music_stats(empty, [0], spec.steps_per_beat, spec.pitch_low))
-        windows = piece_windows(piece, spec)
-        keep = audible(windows, spec)
-        kept = [w for w, k in zip(windows, keep) if k]
+        kept = audible_windows(piece, spec)
+        judged, features = np.zeros(0, int), np.zeros((0, 2))
         if kept:
-            probs = judge_probs(self.judge, np.stack([w.roll for w in kept]), np.array([w.length for w in kept]))
-            judged = probs.argmax(-1)
-        else:
-            judged = np.zeros(0, int)
+            rolls, lengths = np.stack([w.roll for w in kept]), np.array([w.length for w in kept])
+            judged = judge_probs(self.judge, rolls, lengths).argmax(-1)
+            features = ms.window_features(rolls, lengths, spec.steps_per_beat)
         stats = ms.music_stats(piece.roll, piece.bar_starts, spec.steps_per_beat, spec.pitch_low)
-        return Heard(path, piece.roll, piece.bar_starts, piece.timing, np.array([w.start for w in kept], int), judged, stats)
+        return Heard(path, piece.roll, piece.bar_starts, piece.timing, np.array([w.start for w in kept], int), judged,
+                     stats, features)
 
 
 # ---------------------------------------------------------------- one comparison
-def strength(output: Heard, source: Heard | None, target: int) -> tuple[int, int]:
-    """(windows judged as target, windows counted).
+def window_verdicts(output: Heard, source: Heard | None, target: int, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(judged target, plausible) per window counted, both bool.
 
     With a source, the windows counted are the source's audible windows, and the
-    output's window at the same start is judged (none there: a miss). Without
-    one (copy_style), the output's own audible windows.
+    output's window at the same start is judged (none there - it came out
+    silent: a miss). Without one (copy_style), the output's own audible windows.
     """
+    ok = ms.plausible(output.features, bounds)
     if source is None:
-        return int((output.judged == target).sum()), len(output.judged)
-    verdict = dict(zip(output.starts.tolist(), output.judged.tolist()))
-    hits = sum(verdict.get(s) == target for s in source.starts.tolist())
-    return int(hits), len(source.starts)
+        return output.judged == target, ok
+    at = {s: i for i, s in enumerate(output.starts.tolist())}
+    idx = np.array([at.get(s, -1) for s in source.starts.tolist()], int)
+    found = idx >= 0
+    hit = np.zeros(len(idx), bool)
+    plaus = np.zeros(len(idx), bool)
+    hit[found] = output.judged[idx[found]] == target
+    plaus[found] = ok[idx[found]]
+    return hit, plaus
 
 
-def compare(output: Heard, source: Heard, target: int, pitch_low: int, aligned: bool = True) -> dict:
-    """Strength, content similarity and statistics of one output against its source."""
-    hits, n = strength(output, source if aligned else None, target)
+def compare(output: Heard, source: Heard, target: int, pitch_low: int, bounds: np.ndarray, aligned: bool = True) -> dict:
+    """Strength, plausibility (against ``bounds``), content similarity and statistics of one output against its source."""
+    hit, ok = window_verdicts(output, source if aligned else None, target, bounds)
     return {
-        "hits": hits,
-        "windows": n,
+        "hits": int(hit.sum()),
+        "plausible": int(ok.sum()),
+        "plausible_hits": int((hit & ok).sum()),
+        "windows": len(hit),
         "chroma_similarity": ms.chroma_similarity(source.roll, source.bar_starts, output.roll, output.bar_starts, pitch_low),
+        "melody_f1": ms.melody_f1(source.roll, output.roll),
         "rhythm_similarity": ms.rhythm_similarity(source.roll, output.roll),
         "stats": output.stats,
     }
@@ -130,17 +167,19 @@ def compare(output: Heard, source: Heard, target: int, pitch_low: int, aligned: 
 
 # ---------------------------------------------------------------- aggregation
 def aggregate(records: list[dict], source_stats: list[dict], target_stats: dict[str, float]) -> dict:
-    """Pieces of one (system, direction) -> pooled strength, mean similarities, mean stats, gap closed."""
-    hits = sum(r["hits"] for r in records)
+    """Pieces of one (system, direction) -> pooled strengths and plausible share, mean similarities and stats, gap closed."""
     windows = sum(r["windows"] for r in records)
+    pooled = {k: sum(r[n] for r in records) / windows if windows else float("nan")
+              for k, n in (("strength", "hits"), ("plausible_strength", "plausible_hits"), ("plausible_share", "plausible"))}
     stats = {k: ms.nanmean([r["stats"][k] for r in records]) for k in ms.STAT_NAMES}
     src = {k: ms.nanmean([s[k] for s in source_stats]) for k in ms.STAT_NAMES}
     gaps = {k: ms.gap_closed(src[k], stats[k], target_stats[k]) for k in ms.STAT_NAMES}
     return {
         "pieces": len(records),
         "windows": windows,
-        "strength": hits / windows if windows else float("nan"),
+        **pooled,
         "chroma_similarity": ms.nanmean([r["chroma_similarity"] for r in records]),
+        "melody_f1": ms.nanmean([r["melody_f1"] for r in records]),
         "rhythm_similarity": ms.nanmean([r["rhythm_similarity"] for r in records]),
         # clipped per statistic: a stat whose source already sat near the target would otherwise dominate
         "gap_closed": ms.nanmean([float(np.clip(g, -1.0, 1.0)) for g in gaps.values()]),
@@ -156,29 +195,58 @@ def summarise(directions: dict[str, dict]) -> dict:
 
 # ---------------------------------------------------------------- real test windows
 def score_real_windows(index: ShardIndex, vae, classifier, judge, threshold: float, recon_windows: int | None,
-                       seed: int) -> dict:
-    """Judge and latent classifier on every test window; reconstruction on a seeded sample of them."""
+                       seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Judge and latent classifier on every test window; plausibility bounds per style from them;
+    reconstruction (and its plausible share) on a seeded sample of them."""
     from midistyle.recon import add_counts, count_cells, reconstruct, scores
 
     test = index.load_split("test")
     styles = index.styles
+    spb = index.spec.steps_per_beat
     judged = judge_probs(judge, test.rolls, test.lengths).argmax(-1)
     mu = encode_rolls(vae, test.rolls, test.lengths)
     predicted = predict(classifier, torch.from_numpy(mu))
+    features = ms.window_features(test.rolls, test.lengths, spb)
+    bounds = {s: ms.plausible_bounds(features[test.style == i]) for i, s in enumerate(styles)}
     n = len(test) if recon_windows is None else min(recon_windows, len(test))
     pick = np.sort(np.random.default_rng([seed, 7]).choice(len(test), size=n, replace=False))
     sample = test.take(pick)
-    counts = None
+    counts, plausible = None, []
     for lo in range(0, n, 256):
         part = sample.take(slice(lo, lo + 256))
-        probs = reconstruct(vae, part.rolls, part.lengths, threshold)
-        counts = add_counts(counts, count_cells(probs > threshold, part.rolls.astype(bool), part.lengths))
+        decoded = reconstruct(vae, part.rolls, part.lengths, threshold) > threshold
+        counts = add_counts(counts, count_cells(decoded, part.rolls.astype(bool), part.lengths))
+        plausible.append(own_style_plausible(ms.window_features(decoded, part.lengths, spb), part.style, bounds, styles))
     rec = scores(counts)
     return {
         "judge": classification_metrics(test.style, judged, styles),
         "latent_classifier": classification_metrics(test.style, predicted, styles),
         "reconstruction": {k: rec[k] for k in ("precision", "recall", "f1", "onset_precision", "onset_recall",
-                                                "onset_f1", "windows")} | {"threshold": threshold},
+                                                "onset_f1", "windows")}
+                          | {"threshold": threshold, "plausible_share": float(np.concatenate(plausible).mean())},
+        "plausibility": plausibility_summary(bounds, own_style_plausible(features, test.style, bounds, styles), test.style,
+                                             styles),
+    }, bounds
+
+
+def own_style_plausible(features: np.ndarray, style: np.ndarray, bounds: dict[str, np.ndarray],
+                        styles: list[str]) -> np.ndarray:
+    """(N,) bool: each window plausible for its own style."""
+    out = np.zeros(len(features), bool)
+    for i, s in enumerate(styles):
+        mine = style == i
+        out[mine] = ms.plausible(features[mine], bounds[s])
+    return out
+
+
+def plausibility_summary(bounds: dict[str, np.ndarray], real_ok: np.ndarray, style: np.ndarray, styles: list[str]) -> dict:
+    """The bounds per style, and the share of real test windows inside them (the ceiling a system can reach)."""
+    return {
+        "definition": "note_density: onsets per beat of the window; polyphony: mean notes sounding on sounding steps; "
+                      "plausible: both inside the 5th-95th percentile of the real test windows of the style",
+        "bounds": {s: {f: bounds[s][k].tolist() for k, f in enumerate(ms.WINDOW_FEATURES)} for s in styles},
+        "real_test_windows_plausible_share": {s: float(real_ok[style == i].mean()) if (style == i).any() else None
+                                              for i, s in enumerate(styles)},
     }
 
 
@@ -195,6 +263,9 @@ class EvalPaths:
     report: Path = Path("data/report")
     metrics: Path = Path("metrics/eval.json")
     curves: Path = Path("metrics/train_vae_curves.csv")
+    settings: Path = Path("models/transfer_settings.json")
+    sweep: Path = Path("data/transfer_sweep")
+    curve_csv: Path = Path("metrics/strength_content.csv")
 
 
 def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
@@ -216,22 +287,32 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
     threshold = float(vae_ckpt.get("threshold", 0.5))
 
     with start_run(params, "evaluate") as run:
-        real = score_real_windows(index, vae, classifier, judge, threshold, params.evaluate.recon_windows, params.seed)
+        real, bounds = score_real_windows(index, vae, classifier, judge, threshold, params.evaluate.recon_windows,
+                                          params.seed)
         log.info("judge on real test windows: accuracy %.3f, balanced %.3f", real["judge"]["accuracy"],
                  real["judge"]["balanced_accuracy"])
-        transfers = evaluate_transfers(params, paths, judge, spec, styles)
-        metrics = {"styles": styles, **real, **transfers["metrics"]}
+        transfers = evaluate_transfers(params, paths, judge, spec, styles, bounds)
+        curve = evaluate_curve(paths, transfers["listener"], styles, bounds)
+        write_curve_csv(paths.curve_csv, curve)
+        metrics = {"styles": styles, **real, **transfers["metrics"],
+                   "transfer_settings": chosen_summary(paths.settings)}
         atomic_write_json(paths.metrics, _finite(metrics))
-        write_report(paths.report, params, metrics, transfers["listener"], transfers["records"], spec, paths)
+        write_report(paths.report, params, metrics, transfers["listener"], transfers["records"], spec, paths, curve)
         log.info("evaluate: %.1f s", time.perf_counter() - t0)
         run.log_metrics(flat_summary(metrics))
         run.log_artifact(paths.metrics, "metrics")
+        run.log_artifact(paths.curve_csv, "metrics")
         run.log_artifacts(paths.report, "report")
     return metrics
 
 
-def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: list[str]) -> dict:
-    """Hear every transfer of the manifest and its baselines; aggregate per system and direction."""
+def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: list[str],
+                       bounds: dict[str, np.ndarray]) -> dict:
+    """Hear every transfer of the manifest and its baselines; aggregate per system and direction.
+
+    Plausibility is judged against ``bounds`` of the target style, except for
+    the reconstruction, which should keep the source's style.
+    """
     rows = read_manifest(paths.transfers / "manifest.csv")
     listener = Listener(judge, spec)
     style_id = {s: i for i, s in enumerate(styles)}
@@ -250,20 +331,25 @@ def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: 
         target = style_id[tgt_style]
         source = listener.hear(paths.raw / file)
         out = {"file": file, "source_style": src_style, "target_style": tgt_style}
+        at_target = bounds[tgt_style]
         records[(r["method"], direction)].append(
-            out | {"output": str(paths.transfers / r["output_file"])} | compare(listener.hear(paths.transfers / r["output_file"]), source, target, spec.pitch_low))
+            out | {"output": str(paths.transfers / r["output_file"])}
+            | compare(listener.hear(paths.transfers / r["output_file"]), source, target, spec.pitch_low, at_target))
         if file in sources[direction]:
             continue
         sources[direction].append(file)
-        records[("copy_content", direction)].append(out | {"output": str(paths.raw / file)} | compare(source, source, target, spec.pitch_low))
+        records[("copy_content", direction)].append(
+            out | {"output": str(paths.raw / file)} | compare(source, source, target, spec.pitch_low, at_target))
         if file in recon_of:
             records[("reconstruction", direction)].append(
-                out | {"output": str(recon_of[file])} | compare(listener.hear(recon_of[file]), source, target, spec.pitch_low))
+                out | {"output": str(recon_of[file])}
+                | compare(listener.hear(recon_of[file]), source, target, spec.pitch_low, bounds[src_style]))
         candidates = pieces.get(tgt_style) or []
         if candidates:
             other = random.Random(f"{params.seed}:copy_style:{file}:{tgt_style}").choice(candidates)
             records[("copy_style", direction)].append(
-                out | {"output": str(paths.raw / other)} | compare(listener.hear(paths.raw / other), source, target, spec.pitch_low, aligned=False))
+                out | {"output": str(paths.raw / other)}
+                | compare(listener.hear(paths.raw / other), source, target, spec.pitch_low, at_target, aligned=False))
     systems: dict[str, dict] = {}
     for system in (*[m for m in METHODS if any(k[0] == m for k in records)], *BASELINES):
         directions = {}
@@ -284,6 +370,92 @@ def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: 
                              "pieces_failed": len({r["source_file"] for r in failed})},
     }
     return {"metrics": metrics, "listener": listener, "records": records}
+
+
+# ---------------------------------------------------------------- the strength <-> content curve
+def chosen_summary(settings_path: Path) -> dict:
+    """Per method and direction: the setting tune_transfer chose on validation pieces and its score there."""
+    data = _read_settings(settings_path)
+    out: dict[str, dict] = {}
+    for method, directions in data["selection"].items():
+        knob = KNOBS[method]
+        out[method] = {d: {"knob": knob, "value": sel["chosen"], "val_score": sel["score"][sel[knob].index(sel["chosen"])],
+                           "reached_target": sel["reached_target"]} for d, sel in directions.items()}
+    return {"target_strength": data["target_strength"], "chosen": out}
+
+
+def _read_settings(path: Path) -> dict:
+    load_chosen_settings(path)  # a one-line error when missing or foreign
+    return json.loads(Path(path).read_text())
+
+
+def evaluate_curve(paths: EvalPaths, listener: Listener, styles: list[str], bounds: dict[str, np.ndarray]) -> list[dict]:
+    """One row per method, direction and grid value of the validation sweep, judged (see :data:`CURVE_COLUMNS`)."""
+    if not (paths.sweep / "index.json").exists():
+        raise UserError(f"{paths.sweep}: no transfer sweep (run `dvc repro tune_transfer` first)")
+    selection = _read_settings(paths.settings)["selection"]
+    rows = []
+    for method in [m for m in METHODS if m in selection]:
+        for direction in sorted(selection[method]):
+            sweep = read_sweep(paths.sweep / method / f"{direction}.npz")
+            rows += curve_rows(method, direction, sweep, selection[method][direction], listener, styles, bounds, paths.raw)
+    return rows
+
+
+def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listener: Listener, styles: list[str],
+               bounds: dict[str, np.ndarray], raw_dir: Path) -> list[dict]:
+    """The rows of one method and direction: every grid value's windows judged, plausibility and content kept."""
+    target_style = direction.split("_to_", 1)[1]
+    target = styles.index(target_style)
+    decoded, lengths = sweep["decoded"], sweep["length"]
+    G, N = decoded.shape[:2]
+    flat, lens = decoded.reshape(G * N, *decoded.shape[2:]), np.tile(lengths, G)
+    hit = (judge_probs(listener.judge, flat, lens).argmax(-1) == target).reshape(G, N) if N else np.zeros((G, 0), bool)
+    ok = ms.plausible(ms.window_features(flat, lens, listener.spec.steps_per_beat), bounds[target_style]).reshape(G, N)
+    sources = [listener.hear(raw_dir / f) for f in sweep["files"]]
+    chosen = selection["chosen"]
+    rows = []
+    for g, value in enumerate(sweep["values"].tolist()):
+        chroma, melody = piece_content(sweep, decoded[g], sources, listener.spec.pitch_low)
+        rows.append({"method": method, "direction": direction, "knob": KNOBS[method], "value": value,
+                     "cli_strength": value / chosen if chosen else float("nan"), "chosen": int(value == chosen),
+                     "plausible_strength": _share(hit[g] & ok[g]), "strength": _share(hit[g]),
+                     "plausible_share": _share(ok[g]), "chroma_similarity": chroma, "melody_f1": melody,
+                     "val_selection_score": selection["score"][g], "windows": int(N)})
+    return rows
+
+
+def piece_content(sweep: dict, decoded: np.ndarray, sources: list[Heard], pitch_low: int) -> tuple[float, float]:
+    """Mean over pieces of chroma similarity and melody F1 between each source and its windows stitched back."""
+    chroma, melody = [], []
+    for i, source in enumerate(sources):
+        mine = np.nonzero(sweep["piece"] == i)[0]
+        if not len(mine):
+            continue
+        out = stitch_windows([(int(sweep["start"][j]), int(sweep["length"][j]), decoded[j]) for j in mine], len(source.roll))
+        chroma.append(ms.chroma_similarity(source.roll, source.bar_starts, out, source.bar_starts, pitch_low))
+        melody.append(ms.melody_f1(source.roll, out))
+    return ms.nanmean(chroma), ms.nanmean(melody)
+
+
+def _share(mask: np.ndarray) -> float:
+    return float(mask.mean()) if len(mask) else float("nan")
+
+
+def write_curve_csv(path: Path, rows: list[dict]) -> None:
+    """``metrics/strength_content.csv`` (the DVC plot), rounded to 6 digits; empty cells for undefined values."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row[k]) for k in CURVE_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    return value
 
 
 def flat_summary(metrics: dict) -> dict[str, float]:

@@ -12,6 +12,14 @@ Content preservation is measured on two axes that style transfer should keep:
 The statistics (density, polyphony, range, pitch-class entropy, empty beats)
 are the ones in which styles visibly differ, so "did the transfer move the
 piece towards the target style" can be read on them, beside the judge.
+
+Two more measures keep clutter from passing as style:
+
+* **plausibility** of a window (:func:`window_features`, :func:`plausible`):
+  its note density and polyphony inside the 5th-95th percentile band of real
+  windows of the style it should have;
+* **melody kept** (:func:`melody_f1`): F1 of the right hand's top line,
+  ``(step, pitch)`` pairs matched exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from midistyle.roll import ONSET, SOUNDING
+from midistyle.roll import ONSET, RIGHT, SOUNDING
 
 STAT_NAMES = ("note_density", "polyphony", "pitch_range", "pitch_class_entropy", "empty_beat_rate")
 STAT_LABELS = {
@@ -173,3 +181,72 @@ def nanmean(values: Sequence[float]) -> float:
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     arr = arr[np.isfinite(arr)]
     return float(arr.mean()) if len(arr) else float("nan")
+
+
+# ---------------------------------------------------------------- plausibility of windows
+# A window is *plausible* for a style when both of its features lie inside the
+# 5th-95th percentile band of the real windows of that style:
+#   0. note density: onsets (both hands, every pitch) per beat of the window's
+#      own length (``length / steps_per_beat`` beats);
+#   1. polyphony: mean number of pitches sounding (either hand) at the window's
+#      sounding steps (``nan`` for a silent window, which is never plausible).
+WINDOW_FEATURES = ("note_density", "polyphony")
+PLAUSIBLE_PERCENTILES = (5.0, 95.0)
+
+
+def window_features(rolls: np.ndarray, lengths: np.ndarray, steps_per_beat: int) -> np.ndarray:
+    """(N, 2) note density and polyphony (:data:`WINDOW_FEATURES`) of windows (N, W, 2, 2, P);
+    steps at or past each window's ``length`` are ignored."""
+    rolls = np.asarray(rolls, bool)
+    lengths = np.asarray(lengths, int)
+    if len(rolls) == 0:
+        return np.zeros((0, 2))
+    inside = np.arange(rolls.shape[1])[None, :] < lengths[:, None]  # (N, W)
+    onsets = rolls[:, :, :, ONSET].sum(axis=(2, 3)) * inside  # (N, W) onsets per step, both hands
+    counts = (rolls[:, :, :, SOUNDING] | rolls[:, :, :, ONSET]).any(axis=2).sum(axis=-1) * inside  # (N, W)
+    beats = np.maximum(lengths, 1) / steps_per_beat
+    sounding_steps = (counts > 0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        polyphony = np.where(sounding_steps > 0, counts.sum(axis=1) / sounding_steps, np.nan)
+    return np.stack([onsets.sum(axis=1) / beats, polyphony], axis=1)
+
+
+def plausible_bounds(features: np.ndarray, percentiles: tuple[float, float] = PLAUSIBLE_PERCENTILES) -> np.ndarray:
+    """(2, 2) ``[[density_lo, density_hi], [polyphony_lo, polyphony_hi]]`` of real windows' features
+    (rows with a ``nan`` ignored); all ``nan`` when there are none."""
+    features = np.asarray(features, float).reshape(-1, 2)
+    ok = np.isfinite(features).all(axis=1)
+    if not ok.any():
+        return np.full((2, 2), np.nan)
+    return np.percentile(features[ok], percentiles, axis=0).T
+
+
+def plausible(features: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(N,) bool: every feature inside its ``[lo, hi]`` (inclusive); a ``nan`` feature is implausible."""
+    features = np.asarray(features, float).reshape(-1, 2)
+    bounds = np.asarray(bounds, float)
+    with np.errstate(invalid="ignore"):
+        return ((features >= bounds[:, 0]) & (features <= bounds[:, 1])).all(axis=1)
+
+
+# ---------------------------------------------------------------- melody kept
+def top_line(roll: np.ndarray) -> set[tuple[int, int]]:
+    """The right hand's top line: ``(step, pitch row)`` of the highest right-hand pitch sounding at
+    every step on which the right hand starts a note (a held note above the new one counts)."""
+    right = np.asarray(roll, bool)[:, RIGHT]  # (T, 2 channels, P)
+    steps = np.nonzero(right[:, ONSET].any(axis=1))[0]
+    if len(steps) == 0:
+        return set()
+    keys = right[steps, SOUNDING] | right[steps, ONSET]  # (S, P)
+    highest = keys.shape[1] - 1 - np.argmax(keys[:, ::-1], axis=1)
+    return set(zip(steps.tolist(), highest.tolist()))
+
+
+def melody_f1(a: np.ndarray, b: np.ndarray) -> float:
+    """F1 of the top lines (:func:`top_line`) of ``b`` against ``a`` on the same grid: a
+    ``(step, pitch)`` pair counts only when both match exactly. ``nan`` when neither has one."""
+    la, lb = top_line(a), top_line(b)
+    total = len(la) + len(lb)
+    if total == 0:
+        return float("nan")
+    return float(2 * len(la & lb) / total)

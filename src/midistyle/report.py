@@ -4,15 +4,20 @@
 with relative links and no script or style from elsewhere, so the folder can be
 opened from disk, copied, or browsed as an MLflow artifact. Sections:
 
-1. the targets at a glance (judge accuracy first: it judges everything else);
+1. the targets at a glance (judge accuracy first: it judges everything else;
+   then, per method, *plausible strength* - judged target and plausible - the
+   headline, beside plain strength, chroma similarity and melody kept);
 2. judge and latent classifier on real test windows, with confusion tables;
-3. reconstruction by free decoding;
+3. reconstruction by free decoding, with its plausible share and the
+   plausibility bounds per style;
 4. transfer strength vs content preservation per method *beside the
    baselines* (copy content, copy style, reconstruction), overall and per
    direction, with a scatter plot of the trade-off;
-5. musical statistics of sources, transfers and real target pieces;
-6. the VAE's training curves (``metrics/train_vae_curves.csv``);
-7. listening: for a few pieces per direction, the piano rolls of source,
+5. the strength <-> content curve of the validation sweep, with the settings
+   chosen per direction;
+6. musical statistics of sources, transfers and real target pieces;
+7. the VAE's training curves (``metrics/train_vae_curves.csv``);
+8. listening: for a few pieces per direction, the piano rolls of source,
    reconstruction and each transfer one above another, the MIDI files and
    audio players (the first ``evaluate.audio_seconds`` seconds).
 """
@@ -45,12 +50,15 @@ SYSTEM_LABELS = {
     "copy_style": "baseline: copy style (a real target piece)",
 }
 SCORE_LABELS = {
-    "strength": "transfer strength",
+    "plausible_strength": "plausible strength",
+    "strength": "strength (judge only)",
+    "plausible_share": "plausible share",
     "chroma_similarity": "chroma similarity",
+    "melody_f1": "melody kept (F1)",
     "rhythm_similarity": "rhythm similarity",
     "gap_closed": "stats gap closed",
 }
-TARGETS = {"judge": 0.9, "strength": 0.8, "chroma_similarity": 0.6}
+TARGETS = {"judge": 0.9, "plausible_strength": 0.8, "chroma_similarity": 0.6}
 MAX_ROLL_BARS = 16
 
 
@@ -125,7 +133,7 @@ def plot_curves(csv_path: Path, out: Path) -> Path | None:
 
 
 def plot_tradeoff(metrics: dict, out: Path) -> Path | None:
-    """Strength (judge) against chroma similarity, one point per system and direction, the means large."""
+    """Plausible strength against chroma similarity, one point per system and direction, the means large."""
     from matplotlib.figure import Figure
 
     systems = metrics["transfer"]
@@ -138,42 +146,105 @@ def plot_tradeoff(metrics: dict, out: Path) -> Path | None:
     for i, (system, data) in enumerate(systems.items()):
         color = f"C{i}"
         xs = [d["chroma_similarity"] for d in data["directions"].values()]
-        ys = [d["strength"] for d in data["directions"].values()]
+        ys = [d["plausible_strength"] for d in data["directions"].values()]
         ax.scatter(xs, ys, color=color, alpha=0.35, marker=markers.get(system, "o"), s=25)
-        ax.scatter([data["mean"]["chroma_similarity"]], [data["mean"]["strength"]], color=color,
+        ax.scatter([data["mean"]["chroma_similarity"]], [data["mean"]["plausible_strength"]], color=color,
                    marker=markers.get(system, "o"), s=110, edgecolor="black", label=SYSTEM_LABELS.get(system, system))
-    ax.axhline(TARGETS["strength"], color="0.6", linestyle="--", linewidth=0.8)
+    ax.axhline(TARGETS["plausible_strength"], color="0.6", linestyle="--", linewidth=0.8)
     ax.axvline(TARGETS["chroma_similarity"], color="0.6", linestyle="--", linewidth=0.8)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("content kept: chroma similarity with the source")
-    ax.set_ylabel("style reached: share of windows judged target")
+    ax.set_ylabel("plausible strength: judged target and plausible")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.savefig(out, metadata={"Software": None})
     return out
 
 
+def plot_strength_content(rows: list[dict], out: Path) -> Path | None:
+    """The validation sweep: plausible strength against chroma similarity and against melody F1, one line per
+    method and direction, each point labelled with its --strength (1 = the chosen setting, ringed)."""
+    from matplotlib.figure import Figure
+
+    if not rows:
+        return None
+    fig = Figure(figsize=(11, 4.4), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    lines = sorted({(r["method"], r["direction"]) for r in rows})
+    for i, (method, direction) in enumerate(lines):
+        pts = [r for r in rows if r["method"] == method and r["direction"] == direction]
+        label = f"{SYSTEM_LABELS.get(method, method)}: {direction_label(direction)}"
+        for ax, x in zip(axes, ("chroma_similarity", "melody_f1")):
+            _curve_line(ax, pts, x, f"C{i}", "o" if method == "attribute_vector" else "s", label)
+    for ax, name in zip(axes, ("chroma similarity with the source", "melody kept (top-line F1)")):
+        ax.set_xlabel(name)
+        ax.set_xlim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("plausible strength (validation pieces)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.savefig(out, metadata={"Software": None})
+    return out
+
+
+def _curve_line(ax, pts: list[dict], x: str, color: str, marker: str, label: str) -> None:
+    xs = [_nan(p[x]) for p in pts]
+    ys = [_nan(p["plausible_strength"]) for p in pts]
+    ax.plot(xs, ys, color=color, marker=marker, markersize=4, linewidth=1, label=label)
+    for p, a, b in zip(pts, xs, ys):
+        ax.annotate(f"{p['cli_strength']:.2g}", (a, b), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if p["chosen"]:
+            ax.scatter([a], [b], s=120, facecolors="none", edgecolors=color, linewidths=1.5)
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 # ---------------------------------------------------------------- sections
 def headline(metrics: dict) -> str:
-    """The targets, each with its measured value and whether it is met."""
+    """The targets, each with its measured value and whether it is met; per method plausible strength leads."""
     judge = metrics["judge"]["accuracy"]
     systems = metrics["transfer"]
     cards = [_card("judge accuracy on real test windows", judge, judge >= TARGETS["judge"], f"target ≥ {TARGETS['judge']}")]
     for m in METHODS:
-        if m not in systems:
-            continue
-        mean = systems[m]["mean"]
-        base_strength = max((systems[b]["mean"]["strength"] for b in ("copy_content", "reconstruction") if b in systems),
-                            default=float("nan"))
-        base_chroma = systems.get("copy_style", {}).get("mean", {}).get("chroma_similarity", float("nan"))
-        s_ok = _ge(mean["strength"], TARGETS["strength"]) and _gt(mean["strength"], base_strength)
-        c_ok = _ge(mean["chroma_similarity"], TARGETS["chroma_similarity"]) and _gt(mean["chroma_similarity"], base_chroma)
-        cards.append(_card(f"{SYSTEM_LABELS[m]}: strength", mean["strength"], s_ok,
-                           f"target ≥ {TARGETS['strength']} and above copy content / reconstruction ({num(base_strength)})"))
-        cards.append(_card(f"{SYSTEM_LABELS[m]}: chroma similarity", mean["chroma_similarity"], c_ok,
-                           f"target ≥ {TARGETS['chroma_similarity']} and above copy style ({num(base_chroma)})"))
+        if m in systems:
+            cards += method_cards(m, systems)
     return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def method_cards(m: str, systems: dict) -> list[str]:
+    """Plausible strength (the headline), strength, chroma similarity and melody kept of one method."""
+    mean = systems[m]["mean"]
+
+    def base(key: str, names: tuple[str, ...]) -> float:
+        return max((systems[b]["mean"][key] for b in names if b in systems and _finite(systems[b]["mean"][key])),
+                   default=float("nan"))
+
+    base_ps = base("plausible_strength", ("copy_content", "reconstruction"))
+    base_strength = base("strength", ("copy_content", "reconstruction"))
+    base_chroma = base("chroma_similarity", ("copy_style",))
+    base_melody = base("melody_f1", ("copy_style",))
+    ps_ok = _ge(mean["plausible_strength"], TARGETS["plausible_strength"]) and _gt(mean["plausible_strength"], base_ps)
+    c_ok = _ge(mean["chroma_similarity"], TARGETS["chroma_similarity"]) and _gt(mean["chroma_similarity"], base_chroma)
+    label = SYSTEM_LABELS[m]
+    return [
+        _card(f"{label}: plausible strength", mean["plausible_strength"], ps_ok,
+              f"judged target and plausible; target ≥ {TARGETS['plausible_strength']} and above copy content / "
+              f"reconstruction ({num(base_ps)})"),
+        _card(f"{label}: strength (judge only)", mean["strength"], _gt(mean["strength"], base_strength),
+              f"above copy content / reconstruction ({num(base_strength)}); "
+              f"plausible share {num(mean['plausible_share'])}"),
+        _card(f"{label}: chroma similarity", mean["chroma_similarity"], c_ok,
+              f"target ≥ {TARGETS['chroma_similarity']} and above copy style ({num(base_chroma)})"),
+        _card(f"{label}: melody kept", mean["melody_f1"], _gt(mean["melody_f1"], base_melody),
+              f"top-line F1 with the source; above copy style ({num(base_melody)})"),
+    ]
+
+
+def _finite(value) -> bool:
+    return value is not None and bool(np.isfinite(value))
 
 
 def _ge(a, b) -> bool:
@@ -218,9 +289,26 @@ def confusion_table(m: dict, label: str) -> str:
 
 def reconstruction_section(metrics: dict) -> str:
     r = metrics["reconstruction"]
-    return table(["precision", "recall", "F1", "onset precision", "onset recall", "onset F1", "windows", "threshold"],
-                 [[num(r["precision"]), num(r["recall"]), num(r["f1"]), num(r["onset_precision"]), num(r["onset_recall"]),
-                   num(r["onset_f1"]), num(r["windows"]), num(r["threshold"], 2)]])
+    out = table(["precision", "recall", "F1", "onset precision", "onset recall", "onset F1", "plausible share", "windows",
+                 "threshold"],
+                [[num(r["precision"]), num(r["recall"]), num(r["f1"]), num(r["onset_precision"]), num(r["onset_recall"]),
+                  num(r["onset_f1"]), num(r.get("plausible_share")), num(r["windows"]), num(r["threshold"], 2)]])
+    return out + plausibility_table(metrics.get("plausibility"))
+
+
+def plausibility_table(plaus: dict | None) -> str:
+    """The bounds a plausible window lies in, per style, and the share of real test windows inside them."""
+    if not plaus:
+        return ""
+    rows = [[esc(s), f"{num(b['note_density'][0], 2)} – {num(b['note_density'][1], 2)}",
+             f"{num(b['polyphony'][0], 2)} – {num(b['polyphony'][1], 2)}",
+             num(plaus["real_test_windows_plausible_share"].get(s))] for s, b in plaus["bounds"].items()]
+    note = ('<p class="note">A window is <b>plausible</b> for a style when its note density (onsets per beat) and '
+            "polyphony (mean notes sounding together on sounding steps) both lie inside the 5th–95th percentile of "
+            "that style's real test windows. Reconstructions are held to the source's style, transfers to the "
+            "target's. Real windows reach the share in the last column.</p>")
+    return note + table(["style", "notes per beat", "notes sounding together", "real test windows plausible"], rows,
+                        caption="plausibility bounds")
 
 
 def systems_table(entries: dict[str, dict], caption: str = "") -> str:
@@ -240,15 +328,41 @@ def transfer_section(metrics: dict, tradeoff: str | None) -> str:
         return "<p>No transfers to evaluate.</p>"
     out = [systems_table({s: d["mean"] for s, d in systems.items()}, "mean over directions")]
     if tradeoff:
-        out.append(f'<figure><img src="{tradeoff}" alt="strength against chroma similarity"><figcaption>'
+        out.append(f'<figure><img src="{tradeoff}" alt="plausible strength against chroma similarity"><figcaption>'
                    "Each small mark is one direction, each large one a system's mean; the dashed lines are the "
-                   "targets (strength 0.8, chroma 0.6). Up and to the right is better.</figcaption></figure>")
+                   "targets (plausible strength 0.8, chroma 0.6). Up and to the right is better.</figcaption></figure>")
     directions = sorted({d for data in systems.values() for d in data["directions"]})
     out.append('<div class="grid">')
     for d in directions:
         entries = {s: data["directions"][d] for s, data in systems.items() if d in data["directions"]}
         out.append(systems_table(entries, esc(direction_label(d))))
     out.append("</div>")
+    return "".join(out)
+
+
+def curve_section(metrics: dict, rows: list[dict], picture: str | None) -> str:
+    """The settings chosen on validation pieces, and the judged sweep to pick another strength from."""
+    settings = metrics.get("transfer_settings", {})
+    chosen_rows = [[esc(SYSTEM_LABELS.get(m, m)), esc(direction_label(d)), esc(c["knob"]), num(c["value"], 3),
+                    num(c["val_score"]), "yes" if c["reached_target"] else "no"]
+                   for m, dirs in settings.get("chosen", {}).items() for d, c in dirs.items()]
+    out = ['<p class="note">Chosen per direction on validation pieces, never on test, without the judge: the '
+           "smallest grid value whose decoded windows, re-encoded by the VAE, the latent classifier assigns to the "
+           f"target <em>and</em> that are plausible for it, in a share of at least "
+           f"{num(settings.get('target_strength'), 2)}; else the grid value with the highest share. "
+           "<code>midistyle transfer --strength 1</code> is this setting; 0.5 is half of it.</p>",
+           table(["method", "direction", "setting", "chosen", "val share (re-encoded target × plausible)",
+                  "reached"], chosen_rows)]
+    if picture:
+        out.append(f'<figure><img src="{picture}" alt="plausible strength against content kept, per strength">'
+                   "<figcaption>The validation sweep judged by the independent judge: every grid value of each "
+                   "method and direction, labelled with its <code>--strength</code> (the chosen one ringed). "
+                   "Pick a strength where the line still keeps enough content.</figcaption></figure>")
+    if rows:
+        cols = ["method", "direction", "knob", "value", "cli_strength", "plausible_strength", "strength",
+                "plausible_share", "chroma_similarity", "melody_f1"]
+        out.append(table([esc(c) for c in cols], [[esc(r[c]) if isinstance(r[c], str) else num(r[c]) for c in cols]
+                                                  for r in rows]))
     return "".join(out)
 
 
@@ -375,13 +489,15 @@ def _piece_block(root: Path, media: MediaWriter, direction: str, file: str, recs
     for label, rec, midi_rel, audio_rel in entries:
         player = (f'<audio controls preload="none" src="{esc(audio_rel)}"></audio>' if audio_rel
                   else '<span class="muted">silent</span>' if ep.audio != "none" else "")
-        strength = rec["hits"] / rec["windows"] if rec["windows"] else float("nan")
+        share = (lambda k: rec[k] / rec["windows"] if rec["windows"] else float("nan"))
         title = "source" if label == "source" else SYSTEM_LABELS.get(label, label)
-        rows.append([esc(title), player, f'<a href="{esc(midi_rel)}">MIDI</a>', num(strength),
-                     num(rec["chroma_similarity"]), num(rec["rhythm_similarity"])])
+        rows.append([esc(title), player, f'<a href="{esc(midi_rel)}">MIDI</a>', num(share("plausible_hits")),
+                     num(share("hits")), num(share("plausible")), num(rec["chroma_similarity"]), num(rec["melody_f1"]),
+                     num(rec["rhythm_similarity"])])
     return (f'<div class="piece"><h4>{esc(Path(file).name)} <small>({esc(src_style)})</small></h4>'
             f'<img src="{esc(img)}" alt="piano rolls of {esc(Path(file).name)}" loading="eager">'
-            + table(["", "listen", "file", "judged target", "chroma sim.", "rhythm sim."], rows) + "</div>")
+            + table(["", "listen", "file", "judged target &amp; plausible", "judged target", "plausible", "chroma sim.",
+                     "melody F1", "rhythm sim."], rows) + "</div>")
 
 
 def _crop(roll: np.ndarray, limit: int, spec: RollSpec) -> np.ndarray:
@@ -422,8 +538,10 @@ window.addEventListener('load',check);})();
 """
 
 
-def write_report(report_dir: str | Path, params, metrics: dict, listener, records: dict, spec: RollSpec, paths) -> Path:
-    """Build the report in ``<report_dir>.partial`` and move it into place; returns index.html."""
+def write_report(report_dir: str | Path, params, metrics: dict, listener, records: dict, spec: RollSpec, paths,
+                 curve: list[dict] | None = None) -> Path:
+    """Build the report in ``<report_dir>.partial`` and move it into place; returns index.html.
+    ``curve``: the rows of ``metrics/strength_content.csv``."""
     report_dir = Path(report_dir)
     tmp = Path(str(report_dir) + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -431,8 +549,10 @@ def write_report(report_dir: str | Path, params, metrics: dict, listener, record
     try:
         curves = plot_curves(Path(paths.curves), tmp / "img" / "training_curves.png")
         tradeoff = plot_tradeoff(metrics, tmp / "img" / "tradeoff.png")
+        sweep = plot_strength_content(curve or [], tmp / "img" / "strength_content.png")
         listen = listening_section(tmp, params, metrics, listener, records, spec, Path(paths.raw))
-        page = render_page(metrics, params, curves is not None, tradeoff is not None, listen)
+        sweep_html = curve_section(metrics, curve or [], "img/strength_content.png" if sweep else None)
+        page = render_page(metrics, params, curves is not None, tradeoff is not None, listen, sweep_html)
         atomic_write_text(tmp / "index.html", page)
         shutil.rmtree(report_dir, ignore_errors=True)
         tmp.rename(report_dir)
@@ -442,22 +562,25 @@ def write_report(report_dir: str | Path, params, metrics: dict, listener, record
     return report_dir / "index.html"
 
 
-def render_page(metrics: dict, params, has_curves: bool, has_tradeoff: bool, listen: str) -> str:
+def render_page(metrics: dict, params, has_curves: bool, has_tradeoff: bool, listen: str, sweep: str = "") -> str:
     styles = ", ".join(metrics["styles"])
     outputs = metrics.get("transfer_outputs", {})
     curves = ('<figure><img src="img/training_curves.png" alt="training curves of the VAE"></figure>' if has_curves
               else '<p class="muted">No training curves (metrics/train_vae_curves.csv not found).</p>')
     sections = [
         ("targets", "At a glance", headline(metrics)
-         + '<p class="note">The judge is a separate network trained on real piano rolls only; transfer strength is '
-           "the share of a transfer's windows it assigns to the target style. Content is compared with the source "
-           "bar by bar (chroma) and step by step (onsets).</p>"),
+         + '<p class="note">The judge is a separate network trained on real piano rolls only. <b>Plausible '
+           "strength</b> is the share of a transfer's windows that it assigns to the target style <em>and</em> whose "
+           "note density and polyphony lie inside the target's real range (5th–95th percentile), so clutter cannot "
+           "pass; strength is the judge's verdict alone. Content is compared with the source bar by bar (chroma), "
+           "by the right hand's top line (melody kept) and step by step (onsets).</p>"),
         ("judge", "Judge and latent classifier on real test windows", classifier_section(metrics)),
         ("reconstruction", "Reconstruction (free decoding from z = mu, test windows)", reconstruction_section(metrics)),
         ("transfer", "Transfer strength and content preservation",
          transfer_section(metrics, "img/tradeoff.png" if has_tradeoff else None)
          + f'<p class="note">Outputs evaluated: {num(outputs.get("ok", 0))}; failed in the transfer stage: '
            f'{num(outputs.get("failed", 0))} (pieces: {num(outputs.get("pieces_failed", 0))}).</p>'),
+        ("strength", "Strength ↔ content (validation sweep)", sweep),
         ("stats", "Musical statistics", '<p class="note">Means over pieces. "Gap closed": the share of the distance '
          "between source and real target pieces that the output covered (1 = reached the target, 0 = no closer, "
          "negative = further away), each statistic's clipped to [−1, 1], then averaged.</p>" + stats_section(metrics)),
@@ -471,7 +594,7 @@ def render_page(metrics: dict, params, has_curves: bool, has_tradeoff: bool, lis
 <title>midistyle report: {esc(styles)}</title><style>{CSS}</style></head>
 <body><main><h1>midistyle: style transfer report</h1>
 <p class="lead">Styles: {esc(styles)} · data profile: {esc(params.data.profile)} · seed {params.seed} ·
-methods: {esc(", ".join(params.transfer.methods))} (alpha {params.transfer.alpha:g}; guided: {params.transfer.guided_steps} steps of
-{params.transfer.guided_lr:g}, distance weight {params.transfer.guided_distance_weight:g})</p>
+methods: {esc(", ".join(params.transfer.methods))} (strength chosen per direction on validation pieces:
+<a href="#strength">strength ↔ content</a>)</p>
 <nav>{nav}</nav>{body}</main><script>{IMAGE_CHECK}</script></body></html>
 """

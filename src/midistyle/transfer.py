@@ -16,6 +16,11 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
   lower the latent classifier's cross-entropy for the target style plus
   ``guided_distance_weight * ||z - mu||^2`` (stay near the source's content).
 
+``alpha`` and ``guided_steps`` are chosen per direction on validation pieces by
+the ``tune_transfer`` stage (:mod:`midistyle.tuning`) and read back from
+``models/transfer_settings.json`` (:func:`load_chosen_settings`) by the transfer
+stage and the ``midistyle`` command.
+
 Windows that are silent in the source stay silent: a rest is content too.
 """
 
@@ -39,6 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
+from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.model import StyleVAE, load_vae
@@ -50,35 +56,47 @@ METHODS = ("attribute_vector", "classifier_guided")
 RECONSTRUCTION = "reconstruction"
 MANIFEST_COLUMNS = ("method", "source_style", "target_style", "source_file", "output_file", "windows", "status", "error")
 DECODE_BATCH = 256
+PIECES_PER_BATCH = 32  # pieces whose windows are encoded and decoded together (full decoder batches)
+KNOBS = {"attribute_vector": "alpha", "classifier_guided": "guided_steps"}  # the setting chosen per direction
 
 
 @dataclass(frozen=True)
 class TransferSettings:
-    """How far to move: built from ``params.transfer`` (the CLI scales it with ``--strength``)."""
+    """How far to move: one direction's chosen settings (the CLI scales them with ``--strength``)."""
 
     alpha: float = 1.0
     guided_steps: int = 50
     guided_lr: float = 0.05
     guided_distance_weight: float = 0.1
 
-    @classmethod
-    def from_params(cls, tp) -> "TransferSettings":
-        return cls(tp.alpha, tp.guided_steps, tp.guided_lr, tp.guided_distance_weight)
-
     def with_strength(self, strength: float) -> "TransferSettings":
-        """``strength`` sets alpha for the attribute vector and scales the guided steps (0 = reconstruction)."""
-        if not (strength >= 0 and math.isfinite(strength)):
-            raise UserError(f"--strength: must be a number >= 0, got {strength}")
-        return replace(self, alpha=strength, guided_steps=round(self.guided_steps * strength))
+        """``strength`` times the chosen alpha and guided steps (1 = as chosen, 0 = reconstruction)."""
+        if not (0 <= strength <= MAX_STRENGTH and math.isfinite(strength)):
+            raise UserError(f"--strength: must be a number from 0 to {MAX_STRENGTH:g}, got {strength:g}")
+        return replace(self, alpha=self.alpha * strength, guided_steps=round(self.guided_steps * strength))
+
+    def with_steps(self, steps: int) -> "TransferSettings":
+        """Exactly ``steps`` guided steps (0 .. :data:`~midistyle.config.MAX_GUIDED_STEPS`)."""
+        if not 0 <= steps <= MAX_GUIDED_STEPS:
+            raise UserError(f"--steps: must be from 0 to {MAX_GUIDED_STEPS}, got {steps}")
+        return replace(self, guided_steps=steps)
+
+    def check_steps(self) -> "TransferSettings":
+        """Itself, or a one-line error when the guided steps pass :data:`~midistyle.config.MAX_GUIDED_STEPS`."""
+        if self.guided_steps > MAX_GUIDED_STEPS:
+            raise UserError(f"--strength: asks for {self.guided_steps} classifier-guided steps, "
+                            f"at most {MAX_GUIDED_STEPS}")
+        return self
 
 
 @dataclass(frozen=True)
 class Job:
-    """One output of a piece: ``method`` from style index ``source`` to ``target``."""
+    """One output of a piece: ``method`` from style index ``source`` to ``target``, moved by ``settings``."""
 
     method: str
     source: int
     target: int
+    settings: TransferSettings = TransferSettings()
 
 
 # ---------------------------------------------------------------- windows
@@ -104,6 +122,12 @@ def piece_windows(piece: PieceRoll, spec: RollSpec) -> list[Window]:
 def audible(windows: list[Window], spec: RollSpec) -> np.ndarray:
     """(N,) bool: windows with at least ``min_notes_per_window`` notes (others stay silent)."""
     return np.array([w.notes >= spec.min_notes_per_window for w in windows], dtype=bool)
+
+
+def audible_windows(piece: PieceRoll, spec: RollSpec) -> list[Window]:
+    """The piece's windows (:func:`piece_windows`) that are transferred: the audible ones."""
+    windows = piece_windows(piece, spec)
+    return [w for w, k in zip(windows, audible(windows, spec)) if k]
 
 
 # ---------------------------------------------------------------- the models
@@ -143,13 +167,15 @@ class StyleTransfer:
         return self.styles.index(name)
 
     # ------------------------------------------------------------ latent space
-    @torch.no_grad()
     def encode(self, windows: list[Window]) -> torch.Tensor:
         """Windows -> mu (N, Z)."""
-        rolls = np.stack([w.roll for w in windows])
-        lengths = np.array([w.length for w in windows])
+        return self.encode_arrays(np.stack([w.roll for w in windows]), np.array([w.length for w in windows]))
+
+    @torch.no_grad()
+    def encode_arrays(self, rolls: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+        """Windows (N, W, 2, 2, P) with their lengths (N,) -> mu (N, Z)."""
         out = []
-        for lo in range(0, len(windows), DECODE_BATCH):
+        for lo in range(0, len(rolls), DECODE_BATCH):
             x = torch.as_tensor(rolls[lo : lo + DECODE_BATCH], device=self.device).float()
             lens = torch.as_tensor(lengths[lo : lo + DECODE_BATCH], dtype=torch.int64, device=self.device)
             out.append(self.vae.encode(x, lens)[0])
@@ -168,20 +194,28 @@ class StyleTransfer:
         raise UserError(f"unknown transfer method {method!r}; known: {', '.join(METHODS)}")
 
     def _guided(self, z0: torch.Tensor, target: torch.Tensor, s: TransferSettings) -> torch.Tensor:
-        """Gradient steps on z towards the target class, penalised by the squared distance from z0.
+        """Gradient steps on z towards the target class, penalised by the squared distance from z0."""
+        return self.guided_path(z0, target, s, [s.guided_steps])[0]
 
-        The loss is summed over rows, so each window moves as if optimised alone.
+    def guided_path(self, z0: torch.Tensor, target: torch.Tensor, s: TransferSettings,
+                    checkpoints: list[int]) -> list[torch.Tensor]:
+        """z after each of ``checkpoints`` (ascending step counts) of one guided optimisation.
+
+        The loss is summed over rows, so each window moves as if optimised alone;
+        the z after k steps is the same as a run of exactly k steps.
         """
         z = z0.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=s.guided_lr)
+        out = [z0.detach().clone() for k in checkpoints if k == 0]
         with torch.enable_grad():
-            for _ in range(s.guided_steps):
+            for step in range(1, max(checkpoints, default=0) + 1):
                 loss = F.cross_entropy(self.classifier(z), target, reduction="sum")
                 loss = loss + s.guided_distance_weight * ((z - z0) ** 2).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        return z.detach()
+                out.extend(z.detach().clone() for k in checkpoints if k == step)
+        return out
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> np.ndarray:
@@ -200,33 +234,39 @@ class StyleTransfer:
         return torch.softmax(self.classifier(mu), -1).cpu().numpy()
 
     # ------------------------------------------------------------ pieces
-    def transfer_piece(self, piece: PieceRoll, jobs: list[Job], settings: TransferSettings) -> list[np.ndarray]:
-        """One roll per job, each as long as the piece (encoded once, decoded in batches)."""
-        windows = piece_windows(piece, self.spec)
-        keep = audible(windows, self.spec)
-        total = len(piece.roll)
-        empty = np.zeros((total, 2, 2, self.spec.n_pitches), bool)
-        if not keep.any():
-            return [empty.copy() for _ in jobs]
-        mu = self.encode([w for w, k in zip(windows, keep) if k])
-        n = len(mu)
-        zs = []
-        for job in jobs:
-            src = torch.full((n,), job.source, dtype=torch.long, device=mu.device)
-            tgt = torch.full((n,), job.target, dtype=torch.long, device=mu.device)
-            zs.append(self.move(mu, job.method, src, tgt, settings))
-        decoded = self.decode(torch.cat(zs))
-        kept = [w for w, k in zip(windows, keep) if k]
-        rolls = []
-        for j in range(len(jobs)):
-            parts = [(w.start, w.length, decoded[j * n + i]) for i, w in enumerate(kept)]
-            rolls.append(stitch_windows(parts, total) if parts else empty.copy())
-        return rolls
+    def transfer_piece(self, piece: PieceRoll, jobs: list[Job]) -> list[np.ndarray]:
+        """One roll per job, each as long as the piece."""
+        return self.transfer_pieces([piece], jobs)[0]
+
+    def transfer_pieces(self, pieces: list[PieceRoll], jobs: list[Job]) -> list[list[np.ndarray]]:
+        """Per piece, one roll per job: every audible window of every piece is encoded, moved by
+        every job and decoded in one batch (the decoder runs step by step: few, full batches are fast)."""
+        windows = [audible_windows(p, self.spec) for p in pieces]
+        flat = [w for ws in windows for w in ws]
+        decoded = None
+        if flat:
+            mu = self.encode(flat)
+            decoded = self.decode(torch.cat([self._moved(mu, job) for job in jobs]))
+        out, lo, n = [], 0, len(flat)
+        for piece, ws in zip(pieces, windows):
+            total = len(piece.roll)
+            rolls = []
+            for j in range(len(jobs)):
+                parts = [(w.start, w.length, decoded[j * n + lo + i]) for i, w in enumerate(ws)]
+                rolls.append(stitch_windows(parts, total) if parts else
+                             np.zeros((total, 2, 2, self.spec.n_pitches), bool))
+            out.append(rolls)
+            lo += len(ws)
+        return out
+
+    def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
+        src = torch.full((len(mu),), job.source, dtype=torch.long, device=mu.device)
+        tgt = torch.full((len(mu),), job.target, dtype=torch.long, device=mu.device)
+        return self.move(mu, job.method, src, tgt, job.settings)
 
     def detect_style(self, piece: PieceRoll) -> tuple[int, np.ndarray]:
         """The latent classifier's verdict on a whole piece: mean probabilities over its audible windows."""
-        all_windows = piece_windows(piece, self.spec)
-        windows = [w for w, k in zip(all_windows, audible(all_windows, self.spec)) if k]
+        windows = audible_windows(piece, self.spec)
         if not windows:
             raise UserError("the piece has no window with notes")
         probs = self.style_probs(self.encode(windows)).mean(axis=0)
@@ -256,6 +296,53 @@ class StyleTransfer:
         total = bars * bar_steps
         roll = stitch_windows([(i * W, W, decoded[i]) for i in range(n_windows)], total)
         return roll, Timing([(0, float(tempo))], [(0, spec.max_beats_per_bar, 4)])
+
+
+# ---------------------------------------------------------------- chosen settings
+SETTINGS_KIND = "transfer_settings"
+
+
+@dataclass(frozen=True)
+class ChosenSettings:
+    """The settings the tune_transfer stage chose per direction on validation pieces."""
+
+    styles: list[str]
+    guided_lr: float
+    guided_distance_weight: float
+    chosen: dict[str, dict[str, float]]  # method -> "<source>_to_<target>" -> alpha or guided steps
+    path: str = "models/transfer_settings.json"
+
+    def for_direction(self, method: str, source: str, target: str) -> TransferSettings:
+        """The settings of one direction (a reconstruction takes none)."""
+        base = TransferSettings(guided_lr=self.guided_lr, guided_distance_weight=self.guided_distance_weight)
+        if method == RECONSTRUCTION:
+            return base
+        direction = f"{source}_to_{target}"
+        value = self.chosen.get(method, {}).get(direction)
+        if value is None:
+            raise UserError(f"{self.path}: no setting chosen for {method} {direction} "
+                            "(re-run `dvc repro tune_transfer`)")
+        if KNOBS[method] == "alpha":
+            return replace(base, alpha=float(value))
+        return replace(base, guided_steps=int(value))
+
+
+def load_chosen_settings(path: str | Path, styles: list[str] | None = None) -> ChosenSettings:
+    """Read ``models/transfer_settings.json``; a one-line error when missing, foreign or for other styles."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no chosen transfer settings (run `dvc repro tune_transfer` first)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a transfer settings file ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("kind") != SETTINGS_KIND:
+        raise UserError(f"{path}: not a transfer settings file")
+    if styles is not None and list(data["styles"]) != list(styles):
+        raise UserError(f"{path}: chosen for styles {data['styles']}, the model knows {list(styles)} "
+                        "(re-run `dvc repro tune_transfer`)")
+    return ChosenSettings(list(data["styles"]), float(data["guided_lr"]), float(data["guided_distance_weight"]),
+                          data["chosen"], str(path))
 
 
 # ---------------------------------------------------------------- files
@@ -289,68 +376,62 @@ def read_manifest(path: str | Path) -> list[dict]:
 
 
 def select_test_pieces(raw_dir: str | Path, splits_path: str | Path, styles: list[str], cap: int | None,
-                seed: int) -> dict[str, list[str]]:
+                       seed: int) -> dict[str, list[str]]:
     """Test files per style (``data/splits.json``), a seeded choice of ``cap`` when capped."""
+    return select_pieces(raw_dir, splits_path, styles, cap, seed, "test")
+
+
+def select_pieces(raw_dir: str | Path, splits_path: str | Path, styles: list[str], cap: int | None, seed: int,
+                  split: str) -> dict[str, list[str]]:
+    """Files of ``split`` per style (``data/splits.json``), a seeded choice of ``cap`` when capped."""
     from midistyle.extract import read_manifest as read_raw_manifest
 
     splits_path = Path(splits_path)
     if not splits_path.exists():
         raise UserError(f"{splits_path}: no splits (run `dvc repro extract` first)")
-    test = set(json.loads(splits_path.read_text())["test"])
+    chosen = set(json.loads(splits_path.read_text())[split])
     by_style: dict[str, list[str]] = {s: [] for s in styles}
     for row in read_raw_manifest(Path(raw_dir)):
-        if row.file in test and row.style in by_style:
+        if row.file in chosen and row.style in by_style:
             by_style[row.style].append(row.file)
+    label = "transfer" if split == "test" else f"transfer-{split}"  # test keeps its historical seed string
     for style, files in by_style.items():
         files.sort()
         if cap is not None and len(files) > cap:
-            by_style[style] = sorted(random.Random(f"{seed}:transfer:{style}").sample(files, cap))
+            by_style[style] = sorted(random.Random(f"{seed}:{label}:{style}").sample(files, cap))
     return by_style
 
 
 # ---------------------------------------------------------------- the transfer stage
 def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | Path = "data/splits.json",
                    vae_path: str | Path = "models/vae.pt", classifier_path: str | Path = "models/latent_classifier.pt",
-                   out_dir: str | Path = "data/transfers") -> dict:
-    """Transfer every test piece to every other style by every method, plus its reconstruction.
+                   out_dir: str | Path = "data/transfers",
+                   settings_path: str | Path = "models/transfer_settings.json") -> dict:
+    """Transfer every test piece to every other style by every method, plus its reconstruction,
+    with the settings chosen per direction on validation pieces (``models/transfer_settings.json``).
 
     Output is built in ``<out_dir>.partial`` and renamed into place at the end.
     A piece that fails is recorded in the manifest (status ``failed``, the
     error) and the batch goes on; the stage fails only when more than
     ``transfer.max_failed_share`` of the pieces failed.
     """
-    from midistyle.roll import read_piece
-
     t0 = time.perf_counter()
     tp = params.transfer
     model = StyleTransfer.load(vae_path, classifier_path)
-    settings = TransferSettings.from_params(tp)
+    chosen = load_chosen_settings(settings_path, model.styles)
     pieces = select_test_pieces(raw_dir, splits_path, model.styles, tp.max_pieces_per_style, params.seed)
     out_dir = Path(out_dir)
     tmp = Path(str(out_dir) + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     rows: list[dict] = []
-    failed = 0
     try:
         for source, files in pieces.items():
-            s = model.style_index(source)
-            jobs = [Job(RECONSTRUCTION, s, s)] + [Job(m, s, t) for t in range(len(model.styles)) if t != s for m in tp.methods]
-            for file in tqdm(files, desc=f"transfer {source}", unit="piece", mininterval=1.0, file=sys.stderr):
-                try:
-                    piece = read_piece(Path(raw_dir) / file, model.spec)
-                    rolls = model.transfer_piece(piece, jobs, settings)
-                    n_windows = len(piece_windows(piece, model.spec))
-                    for job, roll in zip(jobs, rolls):
-                        rel = output_path(job.method, source, model.styles[job.target], file)
-                        write_roll(roll, model.spec, piece.timing, tmp / rel)
-                        rows.append(_row(job, model.styles, file, rel, n_windows, "ok", ""))
-                except (UserError, OSError, ValueError, RuntimeError) as exc:  # one piece; recorded, counted
-                    failed += 1
-                    log.warning("transfer of %s failed: %s", file, exc)
-                    for job in jobs:
-                        rows.append(_row(job, model.styles, file, "", 0, "failed", f"{type(exc).__name__}: {exc}"))
-                log.debug("transferred %s", file)
+            jobs = style_jobs(model, chosen, source, tp.methods)
+            for lo in tqdm(range(0, len(files), PIECES_PER_BATCH), desc=f"transfer {source}", unit="batch",
+                           mininterval=1.0, file=sys.stderr):
+                rows += _transfer_batch(model, files[lo : lo + PIECES_PER_BATCH], jobs, Path(raw_dir), tmp)
+        failed = len({r["source_file"] for r in rows if r["status"] == "failed"})
         n_pieces = sum(len(f) for f in pieces.values())
         if n_pieces == 0:
             raise UserError(f"{splits_path}: no test pieces of the styles {model.styles}")
@@ -360,7 +441,7 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
         _write_manifest(tmp / "manifest.csv", rows)
         summary = {"pieces": n_pieces, "pieces_failed": failed, "outputs": sum(r["status"] == "ok" for r in rows),
                    "methods": list(tp.methods), "styles": model.styles,
-                   "pieces_per_style": {s: len(f) for s, f in pieces.items()},
+                   "pieces_per_style": {s: len(f) for s, f in pieces.items()}, "chosen": chosen.chosen,
                    "wall_seconds": round(time.perf_counter() - t0, 1)}
         atomic_write_json(tmp / "summary.json", summary)
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -371,6 +452,57 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
     log.info("transfer: %d pieces (%d failed), %d outputs in %.1f s", n_pieces, failed, summary["outputs"],
              summary["wall_seconds"])
     return summary
+
+
+def style_jobs(model: StyleTransfer, chosen: ChosenSettings, source: str, methods: list[str]) -> list[Job]:
+    """A piece's jobs: its reconstruction, then every method to every other style with its chosen settings."""
+    s = model.style_index(source)
+    jobs = [Job(RECONSTRUCTION, s, s)]
+    for t, target in enumerate(model.styles):
+        if t != s:
+            jobs += [Job(m, s, t, chosen.for_direction(m, source, target)) for m in methods]
+    return jobs
+
+
+_PIECE_ERRORS = (UserError, OSError, ValueError, RuntimeError)  # one piece (or batch) fails; recorded, counted
+
+
+def _transfer_batch(model: StyleTransfer, files: list[str], jobs: list[Job], raw_dir: Path, tmp: Path) -> list[dict]:
+    """Manifest rows of a batch of pieces: read each, transfer them together, write each."""
+    from midistyle.roll import read_piece
+
+    rows, read = [], {}
+    for file in files:
+        try:
+            read[file] = read_piece(raw_dir / file, model.spec)
+        except _PIECE_ERRORS as exc:
+            rows += _failed_rows(model, jobs, file, exc)
+    try:
+        outputs = model.transfer_pieces(list(read.values()), jobs)
+    except _PIECE_ERRORS as exc:
+        return rows + [r for file in read for r in _failed_rows(model, jobs, file, exc)]
+    for (file, piece), rolls in zip(read.items(), outputs):
+        try:
+            rows += _write_outputs(model, jobs, file, piece, rolls, tmp)
+        except _PIECE_ERRORS as exc:
+            rows += _failed_rows(model, jobs, file, exc)
+    return rows
+
+
+def _write_outputs(model: StyleTransfer, jobs: list[Job], file: str, piece: PieceRoll, rolls: list[np.ndarray],
+                   tmp: Path) -> list[dict]:
+    n_windows = len(piece_windows(piece, model.spec))
+    rows = []
+    for job, roll in zip(jobs, rolls):
+        rel = output_path(job.method, model.styles[job.source], model.styles[job.target], file)
+        write_roll(roll, model.spec, piece.timing, tmp / rel)
+        rows.append(_row(job, model.styles, file, rel, n_windows, "ok", ""))
+    return rows
+
+
+def _failed_rows(model: StyleTransfer, jobs: list[Job], file: str, exc: Exception) -> list[dict]:
+    log.warning("transfer of %s failed: %s", file, exc)
+    return [_row(job, model.styles, file, "", 0, "failed", f"{type(exc).__name__}: {exc}") for job in jobs]
 
 
 def _row(job: Job, styles: list[str], file: str, rel: str, windows: int, status: str, error: str) -> dict:

@@ -1,0 +1,218 @@
+"""The ``tune_transfer`` stage: how far to move, chosen per direction on validation pieces.
+
+For every method and direction (source -> target style) a grid of settings is
+tried on up to ``transfer.val_pieces_per_style`` validation pieces of the source
+style (``data/splits.json``; test pieces are never looked at): ``alpha`` of the
+attribute vector (``transfer.alpha_grid``), the number of classifier-guided
+steps (``transfer.guided_steps_grid``). For each grid value every audible window
+is moved, decoded freely, and scored without the judge (the judge only
+evaluates, it takes no part in the transfer):
+
+* *re-encoded target*: the decoded window, encoded again by the VAE, is assigned
+  to the target style by the latent classifier;
+* *plausible*: its note density and polyphony lie inside the 5th-95th
+  percentile band of the real **validation** windows of the target style
+  (:func:`midistyle.musicstats.plausible`).
+
+The score of a grid value is the share of windows that are both. The chosen
+value is the smallest one whose score reaches ``transfer.target_strength``;
+when none does, the one scoring best (the smallest of equals).
+
+Outputs: ``models/transfer_settings.json`` (the chosen values, read by the
+transfer stage and the ``midistyle`` command, and every grid value's score) and
+``data/transfer_sweep/`` (the decoded windows of every grid value, which the
+evaluate stage judges for the strength <-> content curve).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midistyle import musicstats as ms
+from midistyle.errors import UserError
+from midistyle.fileio import atomic_write_json
+from midistyle.roll import read_piece
+from midistyle.shards import ShardIndex
+from midistyle.transfer import KNOBS, SETTINGS_KIND, StyleTransfer, TransferSettings, audible_windows, select_pieces
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceWindows:
+    """The audible windows of a style's validation pieces, in piece order."""
+
+    files: list[str]
+    piece: np.ndarray  # (N,) index into files
+    start: np.ndarray  # (N,) first step in the piece
+    length: np.ndarray  # (N,) steps of music
+    rolls: np.ndarray  # (N, W, 2, 2, P)
+
+
+@dataclass(frozen=True)
+class TunePaths:
+    raw: Path = Path("data/raw")
+    splits: Path = Path("data/splits.json")
+    shards: Path = Path("data/shards")
+    vae: Path = Path("models/vae.pt")
+    classifier: Path = Path("models/latent_classifier.pt")
+    settings: Path = Path("models/transfer_settings.json")
+    sweep: Path = Path("data/transfer_sweep")
+
+
+# ---------------------------------------------------------------- windows
+def source_windows(model: StyleTransfer, raw_dir: Path, files: list[str]) -> SourceWindows:
+    """Every audible window of ``files`` (read as the transfer stage reads a piece)."""
+    rows = [(i, w) for i, f in enumerate(files) for w in audible_windows(read_piece(raw_dir / f, model.spec), model.spec)]
+    shape = (0, model.spec.window_steps, 2, 2, model.spec.n_pitches)
+    return SourceWindows(files, np.array([i for i, _ in rows], int), np.array([w.start for _, w in rows], int),
+                         np.array([w.length for _, w in rows], int),
+                         np.stack([w.roll for _, w in rows]) if rows else np.zeros(shape, bool))
+
+
+def mask_lengths(rolls: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Windows with every step at or past their length cleared (what stitching into the piece keeps)."""
+    inside = np.arange(rolls.shape[-4])[:, None, None, None] < np.asarray(lengths)[..., None, None, None, None]
+    return rolls & inside
+
+
+def style_bounds(index: ShardIndex, split: str) -> dict[str, np.ndarray]:
+    """Per style, the plausibility bounds (:func:`~midistyle.musicstats.plausible_bounds`) of ``split``'s real windows."""
+    data = index.load_split(split)
+    feats = ms.window_features(data.rolls, data.lengths, index.spec.steps_per_beat)
+    return {s: ms.plausible_bounds(feats[data.style == i]) for i, s in enumerate(index.styles)}
+
+
+# ---------------------------------------------------------------- the sweep
+def grid_of(method: str, tp) -> list[float]:
+    return list(tp.alpha_grid) if KNOBS[method] == "alpha" else list(tp.guided_steps_grid)
+
+
+def moved_latents(model: StyleTransfer, mu: torch.Tensor, method: str, source: int, target: int, grid: list,
+                  base: TransferSettings) -> list[torch.Tensor]:
+    """z of every grid value (the guided path is run once, its z kept at each step count of the grid)."""
+    src = torch.full((len(mu),), source, dtype=torch.long)
+    tgt = torch.full((len(mu),), target, dtype=torch.long)
+    if KNOBS[method] == "alpha":
+        return [model.move(mu, method, src, tgt, TransferSettings(alpha=float(a))) for a in grid]
+    return model.guided_path(mu, tgt, base, [int(k) for k in grid])
+
+
+def sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, method: str, source: int, target: int,
+          grid: list, base: TransferSettings) -> np.ndarray:
+    """Decoded windows (G, N, W, 2, 2, P) of every grid value, cleared past each window's length (one decoding batch)."""
+    z = torch.cat(moved_latents(model, mu, method, source, target, grid, base))
+    decoded = model.decode(z).reshape(len(grid), len(mu), *windows.rolls.shape[1:])
+    return mask_lengths(decoded, windows.length[None])
+
+
+def selection_scores(model: StyleTransfer, decoded: np.ndarray, lengths: np.ndarray, target: int,
+                     bounds: np.ndarray) -> dict[str, list[float]]:
+    """Per grid value: re-encoded target share, plausible share, and the share of windows that are both."""
+    G, N = decoded.shape[:2]
+    flat = decoded.reshape(G * N, *decoded.shape[2:])
+    lens = np.tile(lengths, G)
+    if N == 0:
+        return {k: [float("nan")] * G for k in ("reencoded_target_share", "plausible_share", "score")}
+    hit = (model.style_probs(model.encode_arrays(flat, lens)).argmax(-1) == target).reshape(G, N)
+    ok = ms.plausible(ms.window_features(flat, lens, model.spec.steps_per_beat), bounds).reshape(G, N)
+    return {"reencoded_target_share": hit.mean(axis=1).tolist(), "plausible_share": ok.mean(axis=1).tolist(),
+            "score": (hit & ok).mean(axis=1).tolist()}
+
+
+def choose(scores: list[float], target_strength: float) -> int:
+    """Index of the smallest grid value whose score reaches ``target_strength``, else of the best score
+    (the first of equals; a grid of ``nan`` scores chooses its first value)."""
+    arr = np.nan_to_num(np.asarray(scores, float), nan=-1.0)
+    reached = np.nonzero(arr >= target_strength)[0]
+    return int(reached[0]) if len(reached) else int(np.argmax(arr))
+
+
+# ---------------------------------------------------------------- the stage
+def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
+    """Choose every direction's setting on validation pieces; write the settings and the sweep."""
+    t0 = time.perf_counter()
+    tp = params.transfer
+    model = StyleTransfer.load(paths.vae, paths.classifier)
+    bounds = style_bounds(ShardIndex.open(paths.shards), "val")
+    pieces = select_pieces(paths.raw, paths.splits, model.styles, tp.val_pieces_per_style, params.seed, "val")
+    base = TransferSettings(guided_lr=tp.guided_lr, guided_distance_weight=tp.guided_distance_weight)
+    tmp = Path(str(paths.sweep) + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    chosen: dict[str, dict[str, float]] = {m: {} for m in tp.methods}
+    selection: dict[str, dict[str, dict]] = {m: {} for m in tp.methods}
+    try:
+        for source, files in pieces.items():
+            if not files:
+                raise UserError(f"{paths.splits}: no validation pieces of style {source} to choose the transfer "
+                                "strength on (extract.split.val)")
+            _tune_source(model, source, files, tp, base, bounds, paths, tmp, chosen, selection)
+        atomic_write_json(tmp / "index.json", {"styles": model.styles, "val_pieces": pieces,
+                                               "grids": {m: grid_of(m, tp) for m in tp.methods}})
+        shutil.rmtree(paths.sweep, ignore_errors=True)
+        tmp.rename(paths.sweep)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    out = {"kind": SETTINGS_KIND, "styles": model.styles, "rule": _RULE, "target_strength": tp.target_strength,
+           "guided_lr": tp.guided_lr, "guided_distance_weight": tp.guided_distance_weight, "chosen": chosen,
+           "selection": selection, "val_pieces": {s: len(f) for s, f in pieces.items()},
+           "val_bounds": {s: b.tolist() for s, b in bounds.items()},
+           "wall_seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_json(paths.settings, out)
+    log.info("tune_transfer: chose %s in %.1f s", json.dumps(chosen), out["wall_seconds"])
+    return out
+
+
+_RULE = ("per direction, the smallest grid value whose share of validation windows that, decoded and re-encoded, "
+         "the latent classifier assigns to the target and that are plausible for the target reaches "
+         "target_strength; else the grid value with the highest share")
+
+
+def _tune_source(model: StyleTransfer, source: str, files: list[str], tp, base: TransferSettings,
+                 bounds: dict[str, np.ndarray], paths: TunePaths, tmp: Path, chosen: dict, selection: dict) -> None:
+    """Sweep every method and direction from one source style; fill ``chosen`` and ``selection``."""
+    s = model.style_index(source)
+    windows = source_windows(model, paths.raw, files)
+    mu = model.encode_arrays(windows.rolls, windows.length) if len(windows.rolls) else None
+    for t, target in enumerate(model.styles):
+        if t == s:
+            continue
+        direction = f"{source}_to_{target}"
+        for method in tp.methods:
+            grid = grid_of(method, tp)
+            decoded = (sweep(model, windows, mu, method, s, t, grid, base) if mu is not None
+                       else np.zeros((len(grid), *windows.rolls.shape), bool))
+            scores = selection_scores(model, decoded, windows.length, t, bounds[target])
+            pick = choose(scores["score"], tp.target_strength)
+            chosen[method][direction] = grid[pick]
+            selection[method][direction] = {KNOBS[method]: grid, **scores, "chosen": grid[pick],
+                                            "reached_target": scores["score"][pick] >= tp.target_strength,
+                                            "windows": int(len(windows.rolls))}
+            write_sweep(tmp / method / f"{direction}.npz", windows, decoded, grid)
+            log.info("%s %s: %s = %g (val score %.3f)", method, direction, KNOBS[method], grid[pick],
+                     scores["score"][pick])
+
+
+def write_sweep(path: Path, windows: SourceWindows, decoded: np.ndarray, grid: list) -> None:
+    """One direction and method's decoded windows of every grid value, with where they sit in which piece."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, decoded=decoded, values=np.asarray(grid, float), files=np.asarray(windows.files, str),
+                        piece=windows.piece, start=windows.start, length=windows.length)
+
+
+def read_sweep(path: Path) -> dict:
+    """What :func:`write_sweep` wrote, as plain arrays (``files`` as a list)."""
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    out["files"] = out["files"].tolist()
+    return out
