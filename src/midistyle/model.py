@@ -143,6 +143,9 @@ class StyleVAE(nn.Module):
             self.z_to_state = nn.Sequential(nn.Linear(Z, cfg.decoder_hidden), nn.ReLU())
             self.decoder = nn.GRU(Z + clock + frame_in, cfg.decoder_hidden, batch_first=True)
         self.heads = nn.ModuleList([nn.Linear(cfg.decoder_hidden, k * cfg.states * P) for _ in range(2)])  # per hand
+        # A sounding cell that continues a sounding one is a new note when P(onset | sounding) passes this; tuned on
+        # val for onset F1 after training (train_vae) and saved with the weights.
+        self.register_buffer("onset_threshold", torch.tensor(0.5))
 
     # ------------------------------------------------------------ encoder
     def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,15 +232,14 @@ class StyleVAE(nn.Module):
             return sounding, p[..., ONSET_STATE, :] / sounding.clamp(min=1e-12)
         return torch.sigmoid(logits[..., 0, :]), torch.sigmoid(logits[..., 1, :])
 
-    @staticmethod
-    def decide(sounding: torch.Tensor, onset: torch.Tensor, prev_sounding: torch.Tensor,
+    def decide(self, sounding: torch.Tensor, onset: torch.Tensor, prev_sounding: torch.Tensor,
                threshold: float) -> torch.Tensor:
         """Consistent frames: sounding, onset (B, F, 2, P) and the sounding frame before them (B, 2, P) ->
         (B, F, 2, 2, P) in {0, 1}. A cell sounds above the threshold; it is an onset where nothing sounded
-        the frame before, or where the model prefers a new note to holding the old one."""
+        the frame before, or where P(onset | sounding) passes ``onset_threshold``."""
         on = sounding > threshold
         before = torch.cat([prev_sounding.unsqueeze(1) > 0.5, on[:, :-1]], dim=1)
-        starts = on & (~before | (onset > 0.5))
+        starts = on & (~before | (onset > self.onset_threshold))
         return torch.stack([on, starts], dim=-2).float()
 
     @torch.no_grad()

@@ -39,6 +39,7 @@ from midistyle.roll import ONSET, SOUNDING
 # Grid searched by tune_threshold: a calibrated model's best threshold is often below 0.5 (notes are rare),
 # a pos_weight above 1 moves it up.
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
+ONSET_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)  # P(onset | sounding) above which a continuing cell is a new note
 COUNT_KEYS = ("tp", "fp", "fn", "onset_tp", "onset_fp", "onset_fn", "windows", "other_tp", "other_fp", "other_fn",
               "source_notes", "output_notes", "source_sounding", "output_sounding", "source_steps", "output_steps")
 
@@ -133,6 +134,20 @@ def reconstruction_scores(model, batch, threshold: float, device="cpu") -> dict:
     """Free-decoding scores of one :class:`~midistyle.shards.Batch` (precision, recall, f1, onset_*, counts)."""
     probs = reconstruct(model, batch.rolls, batch.lengths, threshold, device)
     return scores(count_cells(probs > threshold, batch.rolls, batch.lengths))
+
+
+def tune_onset_threshold(model, batch, threshold: float, device="cpu", grid=ONSET_THRESHOLDS) -> tuple[float, dict]:
+    """Sets ``model.onset_threshold`` to the value of ``grid`` with the best onset F1 on ``batch`` at the
+    sounding ``threshold`` (the first on ties); returns it and its scores."""
+    vae = _unwrap(model)
+    best_t, best = grid[0], None
+    for t in grid:
+        vae.onset_threshold.fill_(t)
+        s = reconstruction_scores(model, batch, threshold, device)
+        if best is None or s["onset_f1"] > best["onset_f1"]:
+            best_t, best = t, s
+    vae.onset_threshold.fill_(best_t)
+    return best_t, best
 
 
 def tune_threshold(model, batch, device="cpu", grid=THRESHOLDS) -> tuple[float, dict, dict[float, float]]:

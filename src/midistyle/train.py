@@ -62,7 +62,7 @@ from midistyle.config import Params, TrainParams, as_dict
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from midistyle.model import CHECKPOINT_KIND, StyleVAE, VAEConfig
-from midistyle.recon import add_counts, count_cells, reconstruct, reconstruction_scores, scores, tune_threshold
+from midistyle.recon import add_counts, count_cells, reconstruct, scores, tune_onset_threshold, tune_threshold
 from midistyle.shards import Batch, ShardIndex
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ EVAL_BATCH = 256  # windows per batch when generating (free decoding is sequenti
 CURVE_COLUMNS = (  # metrics/train_vae_curves.csv; the last column is dvc plots' default y
     "epoch", "train_recon", "train_kl", "train_kl_bits_per_dim", "train_kl_weight", "train_total",
     "val_recon", "val_kl", "val_kl_bits_per_dim", "val_kl_weight", "val_precision", "val_recall", "val_f1",
-    "val_onset_f1", "val_threshold", "val_active_dims", "val_total",
+    "val_onset_f1", "val_threshold", "val_onset_threshold", "val_active_dims", "val_total",
 )
 
 
@@ -414,11 +414,13 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
                 if tp.threshold is None:
                     threshold, s, _ = tune_threshold(vae, val_subset, device)
                 else:
-                    threshold, s = tp.threshold, reconstruction_scores(vae, val_subset, tp.threshold, device)
+                    threshold = tp.threshold
+                onset_threshold, s = tune_onset_threshold(vae, val_subset, threshold, device)
                 row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_row.items()},
                        **{f"val_{k}": v for k, v in val.items()},
                        "val_precision": s["precision"], "val_recall": s["recall"], "val_f1": s["f1"],
-                       "val_onset_f1": s["onset_f1"], "val_threshold": float(threshold)}
+                       "val_onset_f1": s["onset_f1"], "val_threshold": float(threshold),
+                       "val_onset_threshold": onset_threshold}
                 history.append({c: row[c] for c in CURVE_COLUMNS})
                 timing["eval_seconds"] += time.perf_counter() - t1
                 run.log_metrics({**{k: v for k, v in row.items() if k != "epoch"},
@@ -466,6 +468,7 @@ def finish(params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, pw: t
         "epochs": tp.epochs,
         "train_windows": index.count("train"),
         "threshold": float(threshold),
+        "onset_threshold": float(vae.onset_threshold),
         "pos_weight": {"sounding": float(pw[0]), "onset": float(pw[1])},
         "train": {k: last[f"train_{k}"] for k in ("recon", "kl", "kl_bits_per_dim", "total")},
         "val": {k: last[f"val_{k}"] for k in ("recon", "kl", "kl_bits_per_dim", "total", "precision", "recall",

@@ -1,0 +1,138 @@
+"""The reconstruction ablation: a queued grid of DVC experiments and the table it gives.
+
+Each configuration changes one thing of the default model (``params.yaml``) and
+runs the train_vae stage (and extract, where the window changes) as a named
+``dvc exp run`` in DVC's queue, so every run is also an MLflow run::
+
+    python -m midistyle.ablation run      # queue the grid, run it (JOBS=2 at a time), write the table
+    python -m midistyle.ablation table    # only the table, from `dvc exp show --json`
+
+The table (``docs/ablation.md``) gives, for the test windows decoded freely from
+z = mu: sounding F1, onset F1, own-z minus other-z F1, note-density and
+polyphony ratios of reconstructions to sources, the KL in bits per window and
+the training minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# One budget for the whole grid (half the default's epochs), so the rows compare at equal cost.
+BUDGET = ("train.epochs=6", "train.threads=1")
+GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("abl-default", "default: 2-bar window, hierarchical AR decoder, off/onset/hold, beat steps, beta 0.02, z 128", ()),
+    ("abl-nonar", "decoder not autoregressive (z and clock only)", ("model.autoregressive=false",)),
+    ("abl-flat", "flat decoder (no bar-level conductor)", ("model.decoder=flat",)),
+    ("abl-bernoulli", "independent sounding/onset Bernoullis with density pos_weight (the old loss)",
+     ("model.output=independent", "train.pos_weight=null")),
+    ("abl-beta02", "beta 0.2 (MusicVAE's KL weight)", ("train.kl_weight=0.2",)),
+    ("abl-z32", "latent size 32", ("model.latent_size=32",)),
+    ("abl-4bar", "4-bar windows (hop 2 bars)", ("extract.bars_per_window=4", "extract.hop_bars=2")),
+)
+COLUMNS = (("f1", "F1"), ("onset_f1", "onset F1"), ("own_minus_other", "own − other z F1"),
+           ("density_ratio", "density ratio"), ("polyphony_ratio", "polyphony ratio"),
+           ("kl_bits_per_window", "KL bits/window"), ("train_minutes", "training min"))
+TABLE = Path("docs/ablation.md")
+
+
+def dvc(*args: str, capture: bool = False) -> str:
+    exe = Path(sys.executable).with_name("dvc")
+    cmd = [str(exe) if exe.exists() else "dvc", *args]
+    done = subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE if capture else None)
+    return done.stdout or ""
+
+
+def queue_grid() -> None:
+    for name, _, sets in GRID:
+        args = [a for s in (*BUDGET, *sets) for a in ("-S", s)]
+        dvc("exp", "run", "--queue", "-n", name, *args, "train_vae")  # extract too, where its params change
+
+
+def run_queue(jobs: int) -> None:
+    dvc("queue", "start", "-j", str(jobs))
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(5)"], check=True)
+    while any(w in dvc("queue", "status", capture=True) for w in ("Queued", "Running")):
+        subprocess.run(["sleep", "20"], check=True)
+
+
+def experiment_rows(show: list) -> dict[str, dict]:
+    """`dvc exp show --json` -> {experiment name: {"params": ..., "metrics": ...}} (every rev found)."""
+    found: dict[str, dict] = {}
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("name") and isinstance(node.get("data"), dict):
+                data = node["data"]
+                found[node["name"]] = {
+                    "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
+                    "metrics": {k: v.get("data", {}) for k, v in (data.get("metrics") or {}).items()},
+                }
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(show)
+    return found
+
+
+def row_values(metrics: dict) -> dict[str, float] | None:
+    train = metrics.get("metrics/train_vae.json") or {}
+    test = train.get("test")
+    if not test:
+        return None
+    return {
+        "f1": test["f1"], "onset_f1": test["onset_f1"], "own_minus_other": test["f1"] - test["other_f1"],
+        "density_ratio": test["density_ratio"], "polyphony_ratio": test["polyphony_ratio"],
+        "kl_bits_per_window": test["kl_bits_per_window"],
+        "train_minutes": train["timing"]["train_seconds"] / 60,
+    }
+
+
+def render(rows: dict[str, dict]) -> str:
+    lines = [
+        "# Reconstruction ablation (default profile, test windows, free decoding from z = μ)",
+        "",
+        "Rebuild: `python -m midistyle.ablation run` (queues the grid below as `dvc exp run` experiments,",
+        f"runs them two at a time, then writes this file; `{' '.join(BUDGET)}` for every row).",
+        "Every run is also an MLflow run named after its experiment (`scripts/mlflow-ui`).",
+        "Goals (issue 9): F1 ≥ 0.75, onset F1 ≥ 0.6, own − other z F1 ≥ 0.3, density and polyphony ratios in 0.8–1.2.",
+        "",
+        "| experiment | change | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
+    ]
+    for name, change, _ in GRID:
+        values = row_values(rows.get(name, {}).get("metrics", {}))
+        cells = [f"{values[key]:.3f}" if key != "train_minutes" and key != "kl_bits_per_window" else f"{values[key]:.1f}"
+                 for key, _ in COLUMNS] if values else ["not run"] * len(COLUMNS)
+        lines.append(f"| `{name}` | {change} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(path: Path = TABLE) -> str:
+    rows = experiment_rows(json.loads(dvc("exp", "show", "--all-commits", "--json", capture=True) or "[]"))
+    text = render(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="the reconstruction ablation grid as queued DVC experiments")
+    ap.add_argument("what", choices=("run", "table"))
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS", 2)))
+    args = ap.parse_args(argv)
+    if args.what == "run":
+        queue_grid()
+        run_queue(args.jobs)
+    print(write_table())
+
+
+if __name__ == "__main__":
+    main()
