@@ -17,7 +17,6 @@ import random
 import resource
 import shutil
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +83,6 @@ def split_pieces(pieces: list[RawPiece], val: float, test: float, seed: int) -> 
 def _process(task: tuple) -> dict:
     """Worker: one file -> its windows, or the reason it was skipped."""
     path, expected_sha, spec, max_bytes = task
-    # pretty_midi warns about meta events on non-zero tracks in many real files;
-    # the file still parses, and the warning would drown the progress bar.
-    warnings.filterwarnings("ignore", message="Tempo, Key or Time signature", category=RuntimeWarning)
     try:
         if not path.exists():
             raise RollError(str(path), "missing", "listed in the manifest but not on disk")

@@ -15,13 +15,20 @@ representation is defined (and enforced) in one place:
   note from a repeated one, so ``roll -> MIDI -> roll`` is exact.
 
 A roll is a boolean array of shape ``(T, 2, 2, P)``: (step, hand, channel, pitch).
+
+**Readers.** :func:`read_piece` parses with symusic (C++) and builds the roll
+with numpy; :func:`read_piece_reference` is the same contract through
+pretty_midi (pure Python), kept as the reference the fast reader is checked
+against (tests/test_readers.py, benchmarks/compare_readers.py). Both agree on
+every cell except for events exactly half a step from the grid, which the fast
+reader rounds exactly (half to even) and pretty_midi by floating-point noise.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,11 +120,17 @@ class Window:
 
 
 # ---------------------------------------------------------------- reading MIDI
-def load_midi(path: str | Path, max_bytes: int | None = None) -> pretty_midi.PrettyMIDI:
-    """Load a MIDI file, or raise :class:`RollError` with a reason code.
+MAX_TICK = 10_000_000  # a later event means a corrupt file (pretty_midi's limit, kept for both readers)
 
-    Reasons: ``empty`` (0 bytes), ``too_large``, ``not_midi`` (no MIDI header),
-    ``corrupt`` (a MIDI header, but the parser fails).
+
+def midi_payload(path: str | Path, max_bytes: int | None = None) -> bytes:
+    """A file's Standard MIDI File bytes, or :class:`RollError` with a reason code.
+
+    Both readers start here. Reasons: ``empty`` (0 bytes), ``too_large``,
+    ``not_midi`` (no MIDI header), ``corrupt`` (an RMID container without a
+    ``data`` chunk, a header too short), ``smpte_timing`` (the header's time
+    division is SMPTE frames, not ticks per quarter note, so there is no musical
+    grid to read). An RMID (RIFF) file gives the MIDI file inside it.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -125,8 +138,41 @@ def load_midi(path: str | Path, max_bytes: int | None = None) -> pretty_midi.Pre
         raise RollError(str(path), "empty", "0 bytes")
     if max_bytes is not None and len(data) > max_bytes:
         raise RollError(str(path), "too_large", f"{len(data)} bytes > {max_bytes}")
-    if not (data.startswith(b"MThd") or (data.startswith(b"RIFF") and data[8:12] == b"RMID")):
+    if data.startswith(b"RIFF") and data[8:12] == b"RMID":
+        data = _rmid_data(str(path), data)
+    elif not data.startswith(b"MThd"):
         raise RollError(str(path), "not_midi", "no MThd header")
+    if len(data) < 14:
+        raise RollError(str(path), "corrupt", f"MIDI header cut short ({len(data)} bytes)")
+    if data[12] & 0x80:
+        fps = 256 - data[12]
+        raise RollError(str(path), "smpte_timing",
+                        f"time division is SMPTE ({fps} frames/s, {data[13]} ticks/frame), not ticks per quarter note")
+    if data[12] == 0 and data[13] == 0:
+        raise RollError(str(path), "corrupt", "0 ticks per quarter note")
+    return data
+
+
+def _rmid_data(name: str, data: bytes) -> bytes:
+    """The ``data`` chunk of a RIFF RMID file (the Standard MIDI File inside)."""
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            inner = data[pos + 8:pos + 8 + size]
+            if not inner.startswith(b"MThd"):
+                raise RollError(name, "not_midi", "RMID data chunk holds no MThd header")
+            return inner
+        pos += 8 + size + (size & 1)
+    raise RollError(name, "corrupt", "RMID file without a data chunk")
+
+
+def load_midi(path: str | Path, max_bytes: int | None = None) -> pretty_midi.PrettyMIDI:
+    """Load a MIDI file with pretty_midi (the reference reader), or raise :class:`RollError`.
+
+    Reasons: those of :func:`midi_payload`, and ``corrupt`` (the parser fails).
+    """
+    data = midi_payload(path, max_bytes)
     try:
         return pretty_midi.PrettyMIDI(io.BytesIO(data))
     except Exception as exc:  # the parser raises many kinds; all mean "corrupt"
@@ -216,13 +262,14 @@ def _hand_from_name(name: str) -> int | None:
     return None
 
 
-def midi_to_roll(pm: pretty_midi.PrettyMIDI, spec: RollSpec, name: str = "<midi>") -> PieceRoll:
-    """Turn a parsed MIDI file into a :class:`PieceRoll` (raises RollError: no_notes, drums_only)."""
+def midi_to_roll(pm: pretty_midi.PrettyMIDI, spec: RollSpec, name: str = "<midi>", data: bytes | None = None) -> PieceRoll:
+    """Turn a file parsed by pretty_midi into a :class:`PieceRoll` (the reference reader).
+
+    Raises RollError: no_notes, no_note_offs (with ``data``, the file's bytes), drums_only.
+    """
     parts = [inst for inst in pm.instruments if not inst.is_drum and inst.notes]
     if not parts:
-        if any(inst.is_drum and inst.notes for inst in pm.instruments):
-            raise RollError(name, "drums_only", "only drum tracks have notes")
-        raise RollError(name, "no_notes", "no track has notes")
+        _no_parts(name, any(inst.is_drum and inst.notes for inst in pm.instruments), data)
     spb = spec.steps_per_beat
     stats = {"notes": 0, "notes_folded": 0, "notes_dropped": 0, "parts": len(parts)}
     hand_notes: list[list[tuple[int, int, int]]] = [[], []]
@@ -261,8 +308,220 @@ def midi_to_roll(pm: pretty_midi.PrettyMIDI, spec: RollSpec, name: str = "<midi>
     return PieceRoll(roll, bar_lines(timing, total, spb), timing, stats)
 
 
+def read_piece_reference(path: str | Path, spec: RollSpec, max_bytes: int | None = None) -> PieceRoll:
+    """:func:`read_piece` through pretty_midi (pure Python, ~70 files/s): the reference the fast reader is checked against."""
+    data = midi_payload(path, max_bytes)
+    try:
+        pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    except Exception as exc:  # the parser raises many kinds; all mean "corrupt"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RollError(str(path), "corrupt", first[:160]) from exc
+    return midi_to_roll(pm, spec, str(path), data)
+
+
+def _no_parts(name: str, drum_notes: bool, data: bytes | None) -> None:
+    """Why a file without a pitched part with notes has none: drums_only, no_note_offs or no_notes."""
+    if drum_notes:
+        raise RollError(name, "drums_only", "only drum tracks have notes")
+    if data is not None:
+        ons, offs = _note_events(name, data)
+        if ons and not offs:
+            raise RollError(name, "no_note_offs", f"{ons} note-ons and not one note-off: no note has an end")
+        if ons:
+            raise RollError(name, "no_notes", f"{ons} note-ons, none ended after it started")
+    raise RollError(name, "no_notes", "no track has notes")
+
+
+def _note_events(name: str, data: bytes) -> tuple[int, int]:
+    """(note-ons, note-offs) of a file (only asked when neither reader found a note)."""
+    try:
+        mid = mido.MidiFile(file=io.BytesIO(data), clip=True)
+    except Exception as exc:  # mido raises many kinds on malformed files; all mean "corrupt"
+        raise RollError(name, "corrupt", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]) from exc
+    ons = offs = 0
+    for track in mid.tracks:
+        for msg in track:
+            if msg.type == "note_on" and msg.velocity > 0:
+                ons += 1
+            elif msg.type in ("note_on", "note_off"):
+                offs += 1
+    return ons, offs
+
+
+# ---------------------------------------------------------------- the fast reader (symusic)
 def read_piece(path: str | Path, spec: RollSpec, max_bytes: int | None = None) -> PieceRoll:
-    return midi_to_roll(load_midi(path, max_bytes), spec, str(path))
+    """A MIDI file as a :class:`PieceRoll`, or :class:`RollError` with a reason code.
+
+    Parsed by symusic (C++) and turned into the roll with numpy; the result is the
+    reference reader's (:func:`read_piece_reference`), see benchmarks/compare_readers.py.
+    """
+    import symusic
+
+    name = str(path)
+    data = midi_payload(path, max_bytes)
+    try:
+        score = symusic.Score.from_midi(data)
+    except Exception as exc:  # symusic raises RuntimeError (and others) on malformed files: "corrupt"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RollError(name, "corrupt", first[:160]) from exc
+    return score_to_roll(score, spec, name, data)
+
+
+@dataclass
+class _Part:
+    name: str
+    on: np.ndarray  # int64 ticks
+    off: np.ndarray  # int64 ticks, > on
+    pitch: np.ndarray  # int64
+
+
+def score_to_roll(score, spec: RollSpec, name: str = "<midi>", data: bytes | None = None,
+                  to_steps: Callable[[np.ndarray], np.ndarray] | None = None) -> PieceRoll:
+    """A ``symusic.Score`` (tick time) -> :class:`PieceRoll`, by the rules of :func:`midi_to_roll`.
+
+    Positions are exact: ``tick * steps_per_beat / ticks_per_quarter``, rounded
+    half to even. Notes of zero length are left out (pretty_midi never makes them).
+    ``to_steps`` (ticks -> steps) replaces that rounding (benchmarks/compare_readers.py
+    uses it to repeat pretty_midi's floating-point path).
+    """
+    tpq = int(score.ticks_per_quarter)
+    if score.end() > MAX_TICK:
+        raise RollError(name, "corrupt", f"MIDI file has a largest tick of {score.end()}, it is likely corrupt")
+    parts: list[_Part] = []
+    drum_notes = False
+    for track in score.tracks:
+        if not len(track.notes):
+            continue
+        arr = track.notes.numpy()
+        keep = arr["duration"] > 0
+        if not keep.any():
+            continue
+        if track.is_drum:
+            drum_notes = True
+            continue
+        on = arr["time"][keep].astype(np.int64)
+        pitch = arr["pitch"][keep].astype(np.int64)
+        parts.append(_Part(track.name, on, _first_note_off(on, on + arr["duration"][keep], pitch), pitch))
+    if not parts:
+        _no_parts(name, drum_notes, data)
+    if to_steps is None:
+        spb = spec.steps_per_beat
+
+        def to_steps(ticks: np.ndarray) -> np.ndarray:  # exact: ticks * spb is an integer; ties to even
+            return np.rint(np.asarray(ticks, np.int64) * spb / tpq).astype(np.int64)
+
+    timing = _score_timing(score, to_steps, name)
+    return _parts_to_roll(parts, spec, timing, to_steps, name)
+
+
+def _first_note_off(on: np.ndarray, off: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """End every note at the first note-off of its pitch after its start.
+
+    symusic pairs a pitch's note-ons and note-offs first in, first out; when a
+    key is struck again before its note-off, a note-off ends *every* sounding
+    note of that pitch instead (pretty_midi's rule, and what FluidSynth plays).
+    The note-offs of a track are exactly the ends symusic paired.
+    """
+    key_off = np.sort(pitch * (MAX_TICK + 1) * 2 + off.astype(np.int64))
+    idx = np.searchsorted(key_off, pitch * (MAX_TICK + 1) * 2 + on, side="right")
+    return key_off[idx] - pitch * (MAX_TICK + 1) * 2
+
+
+def _parts_to_roll(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps, name: str) -> PieceRoll:
+    spb, P = spec.steps_per_beat, spec.n_pitches
+    stats = {"notes": 0, "notes_folded": 0, "notes_dropped": 0, "parts": len(parts)}
+    hands = _hand_groups(parts, spec)  # per hand: list of (part, mask or None)
+    ons, offs, pitches, hand_ids = [], [], [], []
+    for hand, groups in enumerate(hands):
+        for part, mask in groups:
+            sel = slice(None) if mask is None else mask
+            ons.append(part.on[sel]); offs.append(part.off[sel]); pitches.append(part.pitch[sel])
+            hand_ids.append(np.full(len(pitches[-1]), hand, np.int64))
+    on = to_steps(np.concatenate(ons))
+    off = np.maximum(to_steps(np.concatenate(offs)), on + 1)  # every note lasts at least one step
+    pitch = np.concatenate(pitches)
+    hand = np.concatenate(hand_ids)
+    stats["notes"] = len(pitch)
+    out = (pitch < spec.pitch_low) | (pitch > spec.pitch_high)
+    if spec.out_of_range == "drop":
+        stats["notes_dropped"] = int(out.sum())
+        keep = ~out
+        on, off, pitch, hand = on[keep], off[keep], pitch[keep], hand[keep]
+    else:
+        stats["notes_folded"] = int(out.sum())
+        low = pitch < spec.pitch_low
+        pitch = np.where(low, pitch + 12 * ((spec.pitch_low - pitch + 11) // 12), pitch)
+        high = pitch > spec.pitch_high
+        pitch = np.where(high, pitch - 12 * ((pitch - spec.pitch_high + 11) // 12), pitch)
+    if not len(pitch):
+        raise RollError(name, "no_notes", "every note was out of range and dropped")
+    on, off = np.maximum(on, 0), np.maximum(off, 1)
+    total = int(off.max())
+    row = pitch - spec.pitch_low
+    # Flat indices into roll (T, 2, 2, P): every (step, hand, SOUNDING, row) a note holds, then its onset.
+    base = hand * (2 * P) + row
+    dur = off - on
+    first = np.cumsum(dur) - dur  # where each note's cells begin in the list of all held cells
+    held = np.repeat(on * (4 * P) + base, dur) + (4 * P) * (np.arange(int(dur.sum())) - np.repeat(first, dur))
+    flat = np.zeros(total * 4 * P, dtype=bool)
+    flat[held + SOUNDING * P] = True
+    flat[on * (4 * P) + base + ONSET * P] = True
+    roll = flat.reshape(total, 2, 2, P)
+    return PieceRoll(roll, bar_lines(timing, total, spb), timing, stats)
+
+
+def _hand_groups(parts: list[_Part], spec: RollSpec) -> list[list[tuple[_Part, np.ndarray | None]]]:
+    """:func:`assign_hands` for :class:`_Part` arrays: per hand, (part, note mask or None for all)."""
+    named = [_hand_from_name(p.name) for p in parts]
+    if spec.hands == "auto" and None not in named:
+        return [[(p, None) for p, h in zip(parts, named) if h == hand] for hand in (RIGHT, LEFT)]
+    if spec.hands == "duplicate" or (len(parts) == 1 and spec.single_part == "duplicate"):
+        return [[(p, None) for p in parts], [(p, None) for p in parts]]
+    if len(parts) == 1:
+        p = parts[0]
+        upper = p.pitch >= spec.split_pitch
+        return [[(p, upper)], [(p, ~upper)]]
+    order = sorted(parts, key=lambda p: -float(np.mean(p.pitch)))
+    n_right = math.ceil(len(order) / 2)
+    return [[(p, None) for p in order[:n_right]], [(p, None) for p in order[n_right:]]]
+
+
+def _score_timing(score, to_steps, name: str) -> Timing:
+    """Tempo and metre maps in steps, as :func:`_timing` builds them from pretty_midi.
+
+    Tempos: 120 qpm at tick 0 unless the file sets one there (the last set at
+    tick 0 wins), later changes kept where the tempo changes. Time signatures from
+    every track; at one step the last wins; 4/4 until the first.
+    """
+    tpq = int(score.ticks_per_quarter)
+    tt = score.tempos.numpy()
+    ticks, mspq = tt["time"].astype(np.int64), tt["mspq"].astype(np.float64)
+    if (mspq <= 0).any():
+        bad = int(np.argmax(mspq <= 0))
+        raise RollError(name, "corrupt", f"tempo of {int(mspq[bad])} microseconds per quarter at tick {ticks[bad]}")
+    scale = 60.0 / ((6e7 / mspq) * tpq)  # pretty_midi's float arithmetic, so the qpm values agree exactly
+    at_zero = ticks == 0
+    first = scale[at_zero][-1] if at_zero.any() else 60.0 / (120.0 * tpq)  # the last tempo at tick 0 wins
+    ticks, scale = np.concatenate([[0], ticks[~at_zero]]), np.concatenate([[first], scale[~at_zero]])
+    # a later event is kept where it changes the tempo (an unchanged one was dropped, so its
+    # predecessor's tempo is the one in force)
+    change = np.concatenate([[True], scale[1:] != scale[:-1]])
+    ticks, qpm = ticks[change], 60.0 / (scale[change] * tpq)
+    steps = to_steps(ticks)
+    last = np.concatenate([steps[1:] != steps[:-1], [True]])  # at one step the last wins
+    tempo_map = list(zip(steps[last].tolist(), qpm[last].tolist()))
+    meters: list[tuple[int, int, int]] = []
+    ts = score.time_signatures.numpy()
+    for tick, s, num, den in zip(ts["time"].tolist(), to_steps(ts["time"]).tolist(), ts["numerator"].tolist(),
+                                 ts["denominator"].tolist()):
+        if num <= 0 or den <= 0:
+            raise RollError(name, "corrupt", f"time signature {num}/{den} at tick {tick}")
+        if meters and meters[-1][0] == s:
+            meters.pop()
+        meters.append((s, num, den))
+    if not meters or meters[0][0] != 0:
+        meters.insert(0, (0, 4, 4))
+    return Timing(tempo_map, meters)
 
 
 # ---------------------------------------------------------------- windows
