@@ -114,12 +114,13 @@ def only_ties(path: Path, spec: RollSpec, ref) -> bool:
     """True when the fast reader, rounding as pretty_midi does, gives the reference's result."""
     import symusic
 
-    from midistyle.roll import score_to_roll
+    from midistyle.roll import _conductor, score_to_roll
 
     data = midi_payload(path)
     score = symusic.Score.from_midi(data)
     try:
-        again = score_to_roll(score, spec, str(path), data, to_steps=pretty_midi_steps(score, spec.steps_per_beat))
+        again = score_to_roll(score, spec, str(path), data,
+                              pretty_midi_steps(_conductor(score, data, str(path)), spec.steps_per_beat))
     except RollError as exc:
         again = exc
     return not differences(again, ref)

@@ -146,6 +146,10 @@ def tricky_files() -> dict[str, bytes]:
     return {
         "restruck_before_note_off": _events_file([[(0, _on(60)), (100, _on(60)), (240, _off(60)), (480, _off(60)),
                                                     (480, _on(48)), (960, _off(48))]]),
+        # struck again, one note-off for both, struck later once more: symusic's first-in-first-out
+        # pairing alone would give the second note the last note-off and drop the third note
+        "unbalanced_restrike": _events_file([[(0, _on(60)), (240, _on(60)), (480, _off(60)), (960, _on(60)),
+                                               (1200, _off(60))]]),
         "same_tick_off_on": _events_file([[(0, _on(60)), (480, _off(60)), (480, _on(60)), (960, _off(60))]]),
         "same_tick_on_off": _events_file([[(0, _on(60)), (480, _on(60)), (480, _off(60)), (960, _off(60))]]),
         "zero_length_among_notes": _events_file([[(0, _on(60)), (0, _off(60)), (0, _on(62)), (480, _off(62))]]),

@@ -111,6 +111,16 @@ def test_built_pieces_give_identical_rolls_under_every_hand_and_range_rule(tmp_p
     assert compare_readers.differences(read(read_piece, tempo_path, spec), read(read_piece_reference, tempo_path, spec)) == []
 
 
+def test_an_unbalanced_restrike_keeps_every_note(tmp_path):
+    path = tmp_path / "restrike.mid"
+    path.write_bytes(tricky_files()["unbalanced_restrike"])
+    piece = read_piece(path, SPEC)  # one part: pitch 60 is the right hand's
+    row = 60 - SPEC.pitch_low
+    assert piece.stats["notes"] == 3
+    assert np.nonzero(piece.roll[:, 0, 1, row])[0].tolist() == [0, 2, 8]  # onsets at ticks 0, 240, 960
+    assert np.nonzero(piece.roll[:, 0, 0, row])[0].tolist() == [0, 1, 2, 3, 8, 9]
+
+
 def test_a_note_keeps_the_program_it_was_struck_with(tmp_path):
     # pretty_midi files a note under the program current at its note-off; symusic at its
     # note-on (the sound a key makes is chosen when it is struck). Only the part count moves.

@@ -17,8 +17,10 @@ import random
 import resource
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +134,7 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
     try:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(workers) if workers > 1 else _InlinePool() as pool:
-            results = pool.imap(_process, tasks, chunksize=4)
+            results = _bounded_imap(pool, _process, tasks, ahead=4 * workers)
             for i, res in tqdm(zip(order, results), total=len(tasks), desc="extract", unit="file",
                                  mininterval=1.0, disable=not progress):
                 raw = pieces[i]
@@ -178,6 +180,7 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp_dir.rename(out_dir)
     except BaseException:
+        writer.abort()
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
 
@@ -218,6 +221,25 @@ def _write_skipped(path: Path, skipped: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def _bounded_imap(pool, fn, tasks: list, ahead: int) -> Iterator:
+    """``pool.imap`` in order, with at most ``ahead`` tasks submitted and not yet consumed.
+
+    ``Pool.imap`` hands every task to the workers at once and keeps the results
+    the caller has not reached yet, so when the caller (writing shards) is slower
+    than the workers its memory grows with the collection. Here it is bounded by
+    ``ahead`` files' windows.
+    """
+    pending: deque = deque()
+    it = iter(tasks)
+    for task in islice(it, ahead):
+        pending.append(pool.apply_async(fn, (task,)))
+    while pending:
+        result = pending.popleft().get()
+        for task in islice(it, 1):
+            pending.append(pool.apply_async(fn, (task,)))
+        yield result
+
+
 class _InlinePool:
     """The Pool interface, in this process (workers: 1; easier to debug and profile)."""
 
@@ -227,5 +249,15 @@ class _InlinePool:
     def __exit__(self, *exc):
         return False
 
-    def imap(self, fn, tasks, chunksize=1):
-        return map(fn, tasks)
+    def apply_async(self, fn, args):
+        return _Done(fn(*args))
+
+
+class _Done:
+    """A result computed in this process, with the ``AsyncResult.get`` interface."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value

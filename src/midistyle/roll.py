@@ -375,14 +375,22 @@ class _Part:
     pitch: np.ndarray  # int64
 
 
-def score_to_roll(score, spec: RollSpec, name: str = "<midi>", data: bytes | None = None,
+def score_to_roll(score, spec: RollSpec, name: str, data: bytes,
                   to_steps: Callable[[np.ndarray], np.ndarray] | None = None) -> PieceRoll:
-    """A ``symusic.Score`` (tick time) -> :class:`PieceRoll`, by the rules of :func:`midi_to_roll`.
+    """A ``symusic.Score`` of the MIDI file ``data`` -> :class:`PieceRoll`, by the rules of :func:`midi_to_roll`.
 
     Positions are exact: ``tick * steps_per_beat / ticks_per_quarter``, rounded
-    half to even. Notes of zero length are left out (pretty_midi never makes them).
-    ``to_steps`` (ticks -> steps) replaces that rounding (benchmarks/compare_readers.py
-    uses it to repeat pretty_midi's floating-point path).
+    half to even. ``to_steps`` (ticks -> steps) replaces that rounding
+    (benchmarks/compare_readers.py uses it to repeat pretty_midi's floating-point path).
+
+    Notes: symusic pairs each pitch's note-ons and note-offs first in, first out.
+    Where a key is struck again before its note-off (or a note-off falls on its
+    note-on's tick), the contract is pretty_midi's instead: a note-off ends every
+    sounding note of its pitch, which is also what FluidSynth plays, and FIFO
+    pairing would shift every later note of the pitch and drop the last one. Such
+    files (a third of the corpus, mostly pop) take their notes from
+    :func:`_scan_notes`, a plain reading of the note events; the rest come
+    straight from symusic's arrays.
     """
     tpq = int(score.ticks_per_quarter)
     if score.end() > MAX_TICK:
@@ -393,15 +401,15 @@ def score_to_roll(score, spec: RollSpec, name: str = "<midi>", data: bytes | Non
         if not len(track.notes):
             continue
         arr = track.notes.numpy()
-        keep = arr["duration"] > 0
-        if not keep.any():
-            continue
+        on, pitch = arr["time"].astype(np.int64), arr["pitch"].astype(np.int64)
+        off = on + arr["duration"]
+        if _ambiguous(on, off, pitch):
+            parts, drum_notes = _scan_notes(data, name)
+            break
         if track.is_drum:
             drum_notes = True
             continue
-        on = arr["time"][keep].astype(np.int64)
-        pitch = arr["pitch"][keep].astype(np.int64)
-        parts.append(_Part(track.name, on, _first_note_off(on, on + arr["duration"][keep], pitch), pitch))
+        parts.append(_Part(track.name, on, off, pitch))
     if not parts:
         _no_parts(name, drum_notes, data)
     if to_steps is None:
@@ -410,21 +418,150 @@ def score_to_roll(score, spec: RollSpec, name: str = "<midi>", data: bytes | Non
         def to_steps(ticks: np.ndarray) -> np.ndarray:  # exact: ticks * spb is an integer; ties to even
             return np.rint(np.asarray(ticks, np.int64) * spb / tpq).astype(np.int64)
 
-    timing = _score_timing(score, to_steps, name)
+    timing = _score_timing(_conductor(score, data, name), to_steps, name)
     return _parts_to_roll(parts, spec, timing, to_steps, name)
 
 
-def _first_note_off(on: np.ndarray, off: np.ndarray, pitch: np.ndarray) -> np.ndarray:
-    """End every note at the first note-off of its pitch after its start.
+def _conductor(score, data: bytes, name: str):
+    """The score whose tempo and metre maps count: the first track's, when the file has several.
 
-    symusic pairs a pitch's note-ons and note-offs first in, first out; when a
-    key is struck again before its note-off, a note-off ends *every* sounding
-    note of that pitch instead (pretty_midi's rule, and what FluidSynth plays).
-    The note-offs of a track are exactly the ends symusic paired.
+    The MIDI standard puts tempo and time signatures in the first track of a
+    multi-track file (pretty_midi reads them there only); symusic merges every
+    track's, and some files repeat a conflicting metre map in a later track
+    (folk/morris20.mid). The first track is parsed again on its own (microseconds).
     """
-    key_off = np.sort(pitch * (MAX_TICK + 1) * 2 + off.astype(np.int64))
-    idx = np.searchsorted(key_off, pitch * (MAX_TICK + 1) * 2 + on, side="right")
-    return key_off[idx] - pitch * (MAX_TICK + 1) * 2
+    n_tracks = int.from_bytes(data[10:12], "big")
+    header_end = 8 + int.from_bytes(data[4:8], "big")
+    if n_tracks < 2 or data[header_end:header_end + 4] != b"MTrk":
+        return score
+    import symusic
+
+    first = header_end + 8 + int.from_bytes(data[header_end + 4:header_end + 8], "big")
+    try:
+        return symusic.Score.from_midi(data[:10] + b"\x00\x01" + data[12:header_end] + data[header_end:first])
+    except Exception as exc:  # symusic raises RuntimeError (and others) on malformed files: "corrupt"
+        raise RollError(name, "corrupt", f"first track: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:160]) from exc
+
+
+def _ambiguous(on: np.ndarray, off: np.ndarray, pitch: np.ndarray) -> bool:
+    """A note of zero length, or a pitch struck again before its (FIFO-paired) note-off."""
+    if (off <= on).any():
+        return True
+    order = np.lexsort((on, pitch))
+    p, start, end = pitch[order], on[order], off[order]
+    return bool(((p[1:] == p[:-1]) & (end[:-1] > start[1:])).any())
+
+
+def _scan_notes(data: bytes, name: str) -> tuple[list[_Part], bool]:
+    """The pitched parts of a Standard MIDI File, read event by event; and whether drums have notes.
+
+    A part is (track, channel, program at the note-on), named after its track, as
+    symusic groups them. A note-off ends every sounding note of its pitch and
+    channel that did not start on its tick; a note left with no end is dropped
+    (pretty_midi's pairing, event for event).
+    """
+    n_tracks = int.from_bytes(data[10:12], "big")
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    parts: list[_Part] = []
+    drum_notes = False
+    for _ in range(n_tracks):
+        if pos + 8 > len(data):
+            break
+        size = int.from_bytes(data[pos + 4:pos + 8], "big")
+        if data[pos:pos + 4] != b"MTrk":
+            pos += 8 + size
+            continue
+        track_name, notes = _scan_track(data, pos + 8, min(pos + 8 + size, len(data)), name)
+        pos += 8 + size
+        if not notes:
+            continue
+        arr = np.array(notes, np.int64)  # (channel * 128 + program, start, end, pitch), in note-off order
+        groups, first = np.unique(arr[:, 0], return_index=True)
+        for g in groups[np.argsort(first)]:  # parts in the order of their first note
+            sel = arr[arr[:, 0] == g]
+            if g // 128 == 9:
+                drum_notes = True
+            else:
+                parts.append(_Part(track_name, sel[:, 1], sel[:, 2], sel[:, 3]))
+    return parts, drum_notes
+
+
+def _scan_track(data: bytes, pos: int, end: int, name: str) -> tuple[str, list[tuple[int, int, int, int]]]:
+    """One MTrk chunk -> (its name, [(channel * 128 + program, start, end, pitch)] of its notes)."""
+    tick = status = 0
+    program = [0] * 16
+    track_name = ""
+    open_notes: dict[int, list[tuple[int, int]]] = {}
+    notes: list[tuple[int, int, int, int]] = []
+    record = notes.append
+    try:
+        while pos < end:
+            b = data[pos]
+            pos += 1
+            delta = b & 0x7F
+            while b & 0x80:
+                b = data[pos]
+                pos += 1
+                delta = (delta << 7) | (b & 0x7F)
+            tick += delta
+            b = data[pos]
+            if b == 0xFF:  # a meta event (it does not set the running status)
+                meta = data[pos + 1]
+                length, pos = _vlq(data, pos + 2)
+                if meta == 0x03:
+                    track_name = data[pos:pos + length].decode("latin-1")
+                pos += length
+                continue
+            if b & 0x80:
+                status = b
+                pos += 1
+            kind = status & 0xF0
+            if kind == 0x90 or kind == 0x80:
+                pitch = data[pos]
+                channel = status & 0x0F
+                key = channel * 128 + pitch
+                if kind == 0x90 and data[pos + 1]:
+                    waiting = open_notes.get(key)
+                    if waiting is None:
+                        open_notes[key] = [(tick, channel * 128 + program[channel])]
+                    else:
+                        waiting.append((tick, channel * 128 + program[channel]))
+                elif key in open_notes:
+                    waiting = open_notes.pop(key)
+                    kept = []
+                    for t, group in waiting:
+                        if t != tick:
+                            record((group, t, tick, pitch))
+                        else:
+                            kept.append((t, group))
+                    if kept and len(kept) < len(waiting):  # a note struck on this very tick goes on
+                        open_notes[key] = kept
+                pos += 2
+            elif kind == 0xC0:
+                program[status & 0x0F] = data[pos]
+                pos += 1
+            elif kind == 0xD0:
+                pos += 1
+            elif kind == 0xA0 or kind == 0xB0 or kind == 0xE0:
+                pos += 2
+            elif status == 0xF0 or status == 0xF7:
+                length, pos = _vlq(data, pos)
+                pos += length
+            else:
+                raise RollError(name, "corrupt", f"MIDI event without a status byte at byte {pos}")
+    except IndexError:
+        raise RollError(name, "corrupt", "a track ends inside an event") from None
+    return track_name, notes
+
+
+def _vlq(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            return value, pos
 
 
 def _parts_to_roll(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps, name: str) -> PieceRoll:
