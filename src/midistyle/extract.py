@@ -29,7 +29,7 @@ from tqdm import tqdm
 from midistyle.config import Params
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, sha256_file
-from midistyle.roll import RollError, RollSpec, iter_windows, read_piece
+from midistyle.roll import RollError, RollSpec, read_piece, window_batch
 from midistyle.shards import INDEX_NAME, SPLITS, Batch, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -91,15 +91,15 @@ def _process(task: tuple) -> dict:
         if expected_sha and sha256_file(path) != expected_sha:
             raise RollError(str(path), "checksum_mismatch", "sha256 differs from the manifest")
         piece = read_piece(path, spec, max_bytes)
-        windows = list(iter_windows(piece, spec))
-        if not windows:
+        rolls, lengths, start = window_batch(piece, spec)
+        if not len(lengths):
             raise RollError(str(path), "no_windows", "no window has enough notes")
     except RollError as exc:
         return {"error": exc.reason, "detail": exc.detail}
     return {
-        "rolls": np.stack([w.roll for w in windows]),
-        "lengths": np.array([w.length for w in windows], np.int32),
-        "start": np.array([w.start for w in windows], np.int32),
+        "rolls": rolls,
+        "lengths": lengths,
+        "start": start,
         "steps": len(piece.roll),
         "bars": len(piece.bar_starts),
         "stats": piece.stats,

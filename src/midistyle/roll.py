@@ -695,6 +695,36 @@ def iter_windows(piece: PieceRoll, spec: RollSpec, hop_bars: int | None = None, 
             yield Window(start, length, out, notes)
 
 
+def window_batch(piece: PieceRoll, spec: RollSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows :func:`iter_windows` yields, as arrays: rolls (N, W, 2, 2, P), lengths (N,), starts (N,).
+
+    The extract stage's form: the note counts come from running sums instead of
+    one array per window.
+    """
+    roll, total, W = piece.roll, len(piece.roll), spec.window_steps
+    bars = piece.bar_starts + [total]
+    onsets = np.concatenate([[0], np.cumsum(roll[:, :, ONSET].sum(axis=(1, 2)))])
+    spans = []
+    for i in range(0, len(piece.bar_starts), spec.hop_bars):
+        start = bars[i]
+        if start >= total:
+            break
+        end_bar = min(i + spec.bars_per_window, len(bars) - 1)
+        while end_bar > i + 1 and bars[end_bar] - start > W:
+            end_bar -= 1
+        length = min(bars[end_bar] - start, W)
+        notes = int(onsets[start + length] - onsets[start])
+        if length:
+            notes += int((roll[start, :, SOUNDING] & ~roll[start, :, ONSET]).sum())
+        if notes >= spec.min_notes_per_window:
+            spans.append((start, length))
+    rolls = np.zeros((len(spans), W, 2, 2, spec.n_pitches), dtype=bool)
+    for k, (start, length) in enumerate(spans):
+        rolls[k, :length] = roll[start:start + length]
+    return (rolls, np.array([n for _, n in spans], np.int32).reshape(-1),
+            np.array([s for s, _ in spans], np.int32).reshape(-1))
+
+
 def stitch_windows(windows: list[tuple[int, int, np.ndarray]], total_steps: int) -> np.ndarray:
     """Inverse of non-overlapping windowing: ``[(start, length, roll)] -> (T, 2, 2, P)``."""
     P = windows[0][2].shape[-1] if windows else 0
