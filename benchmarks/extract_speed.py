@@ -10,6 +10,8 @@ Measured side by side (the same files, the page cache warmed by a first pass):
 * ``project_workers``: the same with the stage's ``data.workers`` from params.yaml;
 * ``reader_1proc``: ``midistyle.roll.read_piece`` alone (symusic parse + our roll);
 * ``reference_1proc``: the pretty_midi reader (``read_piece_reference``);
+* ``shard_compression_seconds``: deflating the shards the one-process run wrote
+  (the stage's fixed format), for scale;
 * ``symusic``: symusic's own load + 16th-grid ``resample`` + ``pianoroll`` (onset and
   frame) per file, one process: the floor a roll reader can reach.
 
@@ -32,9 +34,11 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from midistyle.config import load_params
 from midistyle.extract import extract
-from midistyle.fileio import sha256_file
+from midistyle.fileio import npz_bytes, sha256_file
 from midistyle.roll import RollError, RollSpec, read_piece, read_piece_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +72,18 @@ def raw_folder(files: list[tuple[str, Path]], root: Path, copies: int = 1) -> Pa
 def run_extract(params, raw: Path, out: Path, workers: int) -> dict:
     p = dataclasses.replace(params, data=dataclasses.replace(params.data, workers=workers))
     return extract(p, raw, out / "shards", out / "splits.json", out / "extract.json", progress=False)
+
+
+def compression_seconds(shards: Path) -> float:
+    """Time to compress the run's shards again (the stage writes deflate-compressed .npz, byte for byte this)."""
+    arrays = []
+    for path in sorted(shards.glob("*.npz")):
+        with np.load(path) as z:
+            arrays.append({k: z[k] for k in z.files})
+    t0 = time.perf_counter()
+    for a in arrays:
+        npz_bytes(a)
+    return time.perf_counter() - t0
 
 
 def rate(fn, paths: list[Path]) -> float:
@@ -125,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / key
             t0 = time.perf_counter()
             m = run_extract(params, raw, out, workers)
-            rates[key] = len(paths) / (time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            rates[key] = len(paths) / seconds
             result.setdefault("windows", m["windows_total"])
             result.setdefault("skipped", m["files_skipped"])
+            result.setdefault("project_1proc_seconds", round(seconds, 2))
+        result["shard_compression_seconds"] = round(compression_seconds(Path(tmp) / "project_1proc" / "shards"), 2)
     result["files_per_second"] = {k: round(v, 1) for k, v in rates.items()}
     result["ratio"] = round(rates["symusic"] / rates["project_1proc"], 2)
     result["ratio_reader"] = round(rates["symusic"] / rates["reader_1proc"], 2)
@@ -139,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  extract stage, 1 process             {fps['project_1proc']:8.1f} files/s")
     print(f"  extract stage, {params.data.workers} workers            {fps['project_workers']:8.1f} files/s")
     print(f"  pretty_midi reader (reference)       {fps['reference_1proc']:8.1f} files/s")
+    print(f"  of the extract's {result['project_1proc_seconds']} s in one process, compressing the shards alone "
+          f"takes {result['shard_compression_seconds']} s (on a background thread)")
     print(f"  ratio = symusic / extract 1 process = {result['ratio']} (goal <= 3); "
           f"symusic / reader = {result['ratio_reader']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
