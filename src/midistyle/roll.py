@@ -498,52 +498,60 @@ def _scan_track(data: bytes, pos: int, end: int, name: str) -> tuple[str, list[t
         while pos < end:
             b = data[pos]
             pos += 1
-            delta = b & 0x7F
-            while b & 0x80:
-                b = data[pos]
-                pos += 1
-                delta = (delta << 7) | (b & 0x7F)
-            tick += delta
+            if b & 0x80:  # a delta time of more than one byte
+                delta = b & 0x7F
+                while b & 0x80:
+                    b = data[pos]
+                    pos += 1
+                    delta = (delta << 7) | (b & 0x7F)
+                tick += delta
+            else:
+                tick += b
             b = data[pos]
-            if b == 0xFF:  # a meta event (it does not set the running status)
-                meta = data[pos + 1]
-                length, pos = _vlq(data, pos + 2)
-                if meta == 0x03:
-                    track_name = data[pos:pos + length].decode("latin-1")
-                pos += length
-                continue
             if b & 0x80:
+                if b == 0xFF:  # a meta event (it does not set the running status)
+                    meta = data[pos + 1]
+                    length, pos = _vlq(data, pos + 2)
+                    if meta == 0x03:
+                        track_name = data[pos:pos + length].decode("latin-1")
+                    pos += length
+                    continue
                 status = b
                 pos += 1
             kind = status & 0xF0
             if kind == 0x90 or kind == 0x80:
-                pitch = data[pos]
-                channel = status & 0x0F
-                key = channel * 128 + pitch
+                key = (status & 0x0F) * 128 + data[pos]
                 if kind == 0x90 and data[pos + 1]:
                     waiting = open_notes.get(key)
+                    group = (status & 0x0F) * 128 + program[status & 0x0F]
                     if waiting is None:
-                        open_notes[key] = [(tick, channel * 128 + program[channel])]
+                        open_notes[key] = [(tick, group)]
                     else:
-                        waiting.append((tick, channel * 128 + program[channel]))
-                elif key in open_notes:
-                    waiting = open_notes.pop(key)
-                    kept = []
-                    for t, group in waiting:
-                        if t != tick:
-                            record((group, t, tick, pitch))
+                        waiting.append((tick, group))
+                else:
+                    waiting = open_notes.pop(key, None)
+                    if waiting is not None:
+                        if len(waiting) == 1:
+                            t, group = waiting[0]
+                            if t != tick:
+                                record((group, t, tick, data[pos]))
                         else:
-                            kept.append((t, group))
-                    if kept and len(kept) < len(waiting):  # a note struck on this very tick goes on
-                        open_notes[key] = kept
+                            kept = []
+                            for t, group in waiting:
+                                if t != tick:
+                                    record((group, t, tick, data[pos]))
+                                else:
+                                    kept.append((t, group))
+                            if kept and len(kept) < len(waiting):  # a note struck on this very tick goes on
+                                open_notes[key] = kept
+                pos += 2
+            elif kind == 0xB0 or kind == 0xE0 or kind == 0xA0:
                 pos += 2
             elif kind == 0xC0:
                 program[status & 0x0F] = data[pos]
                 pos += 1
             elif kind == 0xD0:
                 pos += 1
-            elif kind == 0xA0 or kind == 0xB0 or kind == 0xE0:
-                pos += 2
             elif status == 0xF0 or status == 0xF7:
                 length, pos = _vlq(data, pos)
                 pos += length
@@ -698,31 +706,27 @@ def iter_windows(piece: PieceRoll, spec: RollSpec, hop_bars: int | None = None, 
 def window_batch(piece: PieceRoll, spec: RollSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The windows :func:`iter_windows` yields, as arrays: rolls (N, W, 2, 2, P), lengths (N,), starts (N,).
 
-    The extract stage's form: the note counts come from running sums instead of
-    one array per window.
+    The extract stage's form, computed for all windows at once: note counts from
+    running sums, the rolls by one gather.
     """
     roll, total, W = piece.roll, len(piece.roll), spec.window_steps
-    bars = piece.bar_starts + [total]
+    bars = np.array(piece.bar_starts + [total], np.int64)
+    first = np.arange(0, len(piece.bar_starts), spec.hop_bars)
+    first = first[bars[first] < total]  # iter_windows stops at the first bar past the end
+    start = bars[first]
+    # the last bar line that still fits in W steps, at most bars_per_window bars on, at least one bar
+    fits = np.searchsorted(bars, start + W, side="right") - 1
+    end_bar = np.maximum(first + 1, np.minimum(np.minimum(first + spec.bars_per_window, len(bars) - 1), fits))
+    length = np.minimum(bars[end_bar] - start, W)
     onsets = np.concatenate([[0], np.cumsum(roll[:, :, ONSET].sum(axis=(1, 2)))])
-    spans = []
-    for i in range(0, len(piece.bar_starts), spec.hop_bars):
-        start = bars[i]
-        if start >= total:
-            break
-        end_bar = min(i + spec.bars_per_window, len(bars) - 1)
-        while end_bar > i + 1 and bars[end_bar] - start > W:
-            end_bar -= 1
-        length = min(bars[end_bar] - start, W)
-        notes = int(onsets[start + length] - onsets[start])
-        if length:
-            notes += int((roll[start, :, SOUNDING] & ~roll[start, :, ONSET]).sum())
-        if notes >= spec.min_notes_per_window:
-            spans.append((start, length))
-    rolls = np.zeros((len(spans), W, 2, 2, spec.n_pitches), dtype=bool)
-    for k, (start, length) in enumerate(spans):
-        rolls[k, :length] = roll[start:start + length]
-    return (rolls, np.array([n for _, n in spans], np.int32).reshape(-1),
-            np.array([s for s, _ in spans], np.int32).reshape(-1))
+    carried = (roll[:, :, SOUNDING] & ~roll[:, :, ONSET]).sum(axis=(1, 2))
+    notes = onsets[start + length] - onsets[start] + np.where(length > 0, carried[np.minimum(start, total - 1)], 0)
+    keep = notes >= spec.min_notes_per_window
+    start, length = start[keep], length[keep]
+    steps = np.arange(W)
+    index = np.where(steps < length[:, None], start[:, None] + steps, total)  # past the window: a zero step
+    padded = np.concatenate([roll, np.zeros((1, *roll.shape[1:]), bool)])
+    return padded[index], length.astype(np.int32), start.astype(np.int32)
 
 
 def stitch_windows(windows: list[tuple[int, int, np.ndarray]], total_steps: int) -> np.ndarray:

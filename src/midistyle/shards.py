@@ -70,7 +70,7 @@ class ShardWriter:
     def __init__(self, out_dir: Path, spec: RollSpec, styles: list[str], shard_windows: int, max_pending: int = 2):
         self.out_dir, self.spec, self.styles = Path(out_dir), spec, styles
         self.shard_windows = shard_windows
-        self.buffers: dict[str, list[Batch]] = {s: [] for s in SPLITS}
+        self.buffers: dict[str, Batch | None] = dict.fromkeys(SPLITS)  # allocated for one shard, filled in order
         self.buffered = dict.fromkeys(SPLITS, 0)
         self.shards: list[dict] = []
         self.max_pending = max_pending
@@ -79,16 +79,26 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, split: str, batch: Batch) -> None:
-        self.buffers[split].append(batch)
-        self.buffered[split] += len(batch)
-        while self.buffered[split] >= self.shard_windows:
-            self._flush(split, self.shard_windows)
+        """Copy ``batch`` into the split's shard buffer; a full buffer becomes a shard."""
+        done = 0
+        while done < len(batch):
+            buf = self.buffers[split]
+            if buf is None:
+                buf = self.buffers[split] = Batch(*(np.empty((self.shard_windows, *getattr(batch, f).shape[1:]),
+                                                             getattr(batch, f).dtype) for f in FIELDS))
+            n = min(len(batch) - done, self.shard_windows - self.buffered[split])
+            at = self.buffered[split]
+            for f in FIELDS:
+                getattr(buf, f)[at:at + n] = getattr(batch, f)[done:done + n]
+            self.buffered[split] += n
+            done += n
+            if self.buffered[split] == self.shard_windows:
+                self._flush(split, self.shard_windows)
 
     def _flush(self, split: str, n: int) -> None:
-        merged = Batch.concat(self.buffers[split])
-        head, rest = merged.take(slice(0, n)), merged.take(slice(n, None))
-        self.buffers[split] = [rest] if len(rest) else []
-        self.buffered[split] = len(rest)
+        head = self.buffers[split].take(slice(0, n))
+        self.buffers[split] = None
+        self.buffered[split] = 0
         k = sum(1 for s in self.shards if s["split"] == split)
         name = f"{split}-{k:05d}.npz"
         counts = np.bincount(head.style, minlength=len(self.styles))
