@@ -18,7 +18,7 @@ import resource
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -113,30 +113,31 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
     t0 = time.perf_counter()
     p = params.extract
     spec = RollSpec.from_params(p)
-    pieces = read_manifest(Path(raw_dir))
-    styles = sorted({r.style for r in pieces})
-    style_id = {s: i for i, s in enumerate(styles)}
-    split_of = split_pieces(pieces, p.split.val, p.split.test, params.seed)
-
-    # Files are parsed in a seeded shuffled order so that every shard mixes styles.
-    order = list(range(len(pieces)))
-    random.Random(f"{params.seed}:order").shuffle(order)
-    max_bytes = int(p.max_file_mb * 1024 * 1024)
-    tasks = [(Path(raw_dir) / pieces[i].file, pieces[i].sha256, spec, max_bytes) for i in order]
-
-    tmp_dir = Path(str(out_dir) + ".partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    writer = ShardWriter(tmp_dir, spec, styles, p.shard_windows)
-    skipped: list[dict] = []
-    piece_rows: list[dict] = []
-    totals = Counter()
     workers = max(1, params.data.workers)
-    try:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) if workers > 1 else _InlinePool() as pool:
+    # The workers start first: forked from a process that holds no collection yet,
+    # their memory does not grow with it.
+    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _InlinePool() as pool:
+        pieces = read_manifest(Path(raw_dir))
+        styles = sorted({r.style for r in pieces})
+        style_id = {s: i for i, s in enumerate(styles)}
+        split_of = split_pieces(pieces, p.split.val, p.split.test, params.seed)
+
+        # Files are parsed in a seeded shuffled order so that every shard mixes styles.
+        order = list(range(len(pieces)))
+        random.Random(f"{params.seed}:order").shuffle(order)
+        max_bytes = int(p.max_file_mb * 1024 * 1024)
+        tasks = ((Path(raw_dir) / pieces[i].file, pieces[i].sha256, spec, max_bytes) for i in order)
+
+        tmp_dir = Path(str(out_dir) + ".partial")
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        writer = ShardWriter(tmp_dir, spec, styles, p.shard_windows)
+        skipped: list[dict] = []
+        piece_rows: list[dict] = []
+        totals = Counter()
+        try:
             results = _bounded_imap(pool, _process, tasks, ahead=4 * workers)
-            for i, res in tqdm(zip(order, results), total=len(tasks), desc="extract", unit="file",
-                                 mininterval=1.0, disable=not progress):
+            for i, res in tqdm(zip(order, results), total=len(order), desc="extract", unit="file",
+                               mininterval=1.0, disable=not progress):
                 raw = pieces[i]
                 if "error" in res:
                     skipped.append({"style": raw.style, "file": raw.file, "reason": res["error"], "detail": res["detail"]})
@@ -152,7 +153,12 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
                 writer.add(split, Batch(res["rolls"], res["lengths"],
                                         np.full(n, style_id[raw.style], np.int16),
                                         np.full(n, piece_id, np.int32), res["start"]))
-        shards = writer.close()
+            shards = writer.close()
+        except BaseException:
+            writer.abort()
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+    try:
         rejected = len(skipped) / len(pieces)
         if rejected > p.max_reject_share:
             reasons = Counter(s["reason"] for s in skipped).most_common(3)
@@ -180,7 +186,6 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp_dir.rename(out_dir)
     except BaseException:
-        writer.abort()
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
 
@@ -221,7 +226,7 @@ def _write_skipped(path: Path, skipped: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _bounded_imap(pool, fn, tasks: list, ahead: int) -> Iterator:
+def _bounded_imap(pool, fn, tasks: Iterable, ahead: int) -> Iterator:
     """``pool.imap`` in order, with at most ``ahead`` tasks submitted and not yet consumed.
 
     ``Pool.imap`` hands every task to the workers at once and keeps the results
