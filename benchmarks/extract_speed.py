@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return score.pianoroll(modes=["onset", "frame"], pitch_range=[spec.pitch_low, spec.pitch_high + 1],
                                encode_velocity=False)
 
-    result = {"files": len(paths), "seed": args.seed, "corpus": str(args.corpus),
+    result = {"files": len(paths), "seed": args.seed, "corpus": os.path.relpath(args.corpus, ROOT),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "symusic": symusic.__version__},
               "workers": params.data.workers}
