@@ -177,7 +177,7 @@ def compare(files: list[Path], spec: RollSpec, progress: bool = True) -> dict:
             reasons[fast.reason] += 1
         diff = differences(fast, ref)
         if diff and not isinstance(fast, RollError) and only_ties(path, spec, ref):
-            rows.append({"file": str(path), "differences": diff, "causes": [TIES]})
+            rows.append({"file": str(path), "differences": diff, "causes": ["ties"]})
         elif diff:
             rows.append({"file": str(path), "differences": diff, "causes": causes(path, spec)})
         if progress and (i + 1) % 250 == 0:
@@ -187,8 +187,9 @@ def compare(files: list[Path], spec: RollSpec, progress: bool = True) -> dict:
         "identical": len(files) - len(rows),
         "differ": len(rows),
         "unexplained": sum(1 for r in rows if not r["causes"]),
-        "by_cause": dict(Counter(c.split(":")[0] if c == TIES else c.split(" ", 1)[1].split(":")[0]
+        "by_cause": dict(Counter(c if c == "ties" else c.split(" ", 1)[1].split(":")[0]
                                  for r in rows for c in r["causes"]).most_common()),
+        "legend": {"ties": TIES},
         "skipped_by_reason": dict(sorted(reasons.items())),
         "seconds": round(time.perf_counter() - t0, 1),
         "differences": rows,
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({result['unexplained']} without a known cause) in {result['seconds']} s -> {args.out}")
     for r in shown["differences"]:
         print(f"  {r['file']}: {'; '.join(r['differences'])}\n      cause: {' | '.join(r['causes']) or 'UNKNOWN'}")
+    print("  ties: " + TIES)
     return 1 if result["unexplained"] else 0
 
 
