@@ -69,3 +69,106 @@ def tick_piece(notes: list[tuple[int, int, int]], tempos: list[tuple[int, float]
     buf = io.BytesIO()
     mid.save(file=buf)
     return buf.getvalue()
+
+
+def _events_file(tracks: list[list[tuple[int, "object"]]], tpb: int = 480, midi_type: int = 1) -> bytes:
+    """A MIDI file from per-track ``(absolute_tick, mido message)`` lists, in the order given."""
+    import mido
+
+    mid = mido.MidiFile(type=midi_type, ticks_per_beat=tpb)
+    for events in tracks:
+        track, now = mido.MidiTrack(), 0
+        for t, msg in events:
+            track.append(msg.copy(time=t - now))
+            now = t
+        mid.tracks.append(track)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def _on(pitch: int, channel: int = 0, velocity: int = 80):
+    import mido
+
+    return mido.Message("note_on", note=pitch, velocity=velocity, channel=channel)
+
+
+def _off(pitch: int, channel: int = 0):
+    import mido
+
+    return mido.Message("note_off", note=pitch, velocity=0, channel=channel)
+
+
+def smpte_file() -> bytes:
+    """A well-formed file whose header counts time in SMPTE frames (25 fps, 40 ticks/frame), not per quarter."""
+    data = bytearray(tick_piece([(60, 0, 40), (64, 40, 80)]))
+    data[12:14] = bytes([256 - 25, 40])
+    return bytes(data)
+
+
+def no_note_offs_file() -> bytes:
+    """Note-ons and never a note-off (nor a note-on of velocity 0): no note has an end."""
+    return _events_file([[(0, _on(60)), (480, _on(64)), (960, _on(67))]])
+
+
+def rmid_file(smf: bytes) -> bytes:
+    """``smf`` wrapped in a RIFF RMID container."""
+    body = b"RMID" + b"data" + len(smf).to_bytes(4, "little") + smf + (b"\0" if len(smf) % 2 else b"")
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    """One file per way a MIDI file can fail to become a roll: name -> (bytes, skip reason)."""
+    good = tick_piece([(60, 0, 480)])
+    return {
+        "empty": (b"", "empty"),
+        "text": (b"this is a text file, not MIDI\n", "not_midi"),
+        "bad_chunk_length": (b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff\xff\xffgarbage", "corrupt"),
+        "truncated": (good[:-9], "corrupt"),
+        "header_only": (b"MThd\x00\x00", "corrupt"),
+        "zero_division": (good[:12] + b"\x00\x00" + good[14:], "corrupt"),
+        "smpte": (smpte_file(), "smpte_timing"),
+        "no_note_offs": (no_note_offs_file(), "no_note_offs"),
+        "zero_length_notes": (_events_file([[(0, _on(60)), (0, _off(60)), (480, _on(62)), (480, _off(62))]]), "no_notes"),
+        "silent": (to_bytes(piece([[]])), "no_notes"),
+        "drums_only": (to_bytes(piece([], drums=[(36, 0, 0.5)])), "drums_only"),
+        "rmid_without_data": (b"RIFF\x0c\x00\x00\x00RMIDLIST\x00\x00\x00\x00", "corrupt"),
+        "rmid_text": (rmid_file(b"not a midi file"), "not_midi"),
+    }
+
+
+def tricky_files() -> dict[str, bytes]:
+    """Readable files where MIDI leaves room for interpretation; both readers must agree on each."""
+    import mido
+
+    name = mido.MetaMessage("track_name", name="Left hand")
+    tempo = [(0, mido.MetaMessage("set_tempo", tempo=600000)), (960, mido.MetaMessage("set_tempo", tempo=400000))]
+    return {
+        "restruck_before_note_off": _events_file([[(0, _on(60)), (100, _on(60)), (240, _off(60)), (480, _off(60)),
+                                                    (480, _on(48)), (960, _off(48))]]),
+        # struck again, one note-off for both, struck later once more: symusic's first-in-first-out
+        # pairing alone would give the second note the last note-off and drop the third note
+        "unbalanced_restrike": _events_file([[(0, _on(60)), (240, _on(60)), (480, _off(60)), (960, _on(60)),
+                                               (1200, _off(60))]]),
+        "same_tick_off_on": _events_file([[(0, _on(60)), (480, _off(60)), (480, _on(60)), (960, _off(60))]]),
+        "same_tick_on_off": _events_file([[(0, _on(60)), (480, _on(60)), (480, _off(60)), (960, _off(60))]]),
+        "zero_length_among_notes": _events_file([[(0, _on(60)), (0, _off(60)), (0, _on(62)), (480, _off(62))]]),
+        "unclosed_among_notes": _events_file([[(0, _on(60)), (0, _on(64)), (480, _off(64))]]),
+        "two_channels_one_track": _events_file([[(0, name), (0, _on(72, 1)), (0, _on(40, 2)), (480, _off(72, 1)),
+                                                  (960, _off(40, 2))]]),
+        "type0_tempo_change": _events_file([sorted(tempo + [(0, _on(60)), (1440, _off(60)), (1440, _on(30)),
+                                                            (1920, _off(30))], key=lambda e: e[0])], midi_type=0),
+        "out_of_range_both_ways": tick_piece([(100, 0, 480), (20, 0, 480), (60, 240, 720)]),
+        "odd_resolution_half_steps": tick_piece([(60, 0, 45), (62, 45, 90), (64, 90, 150)], tpb=90),
+        "three_four_then_six_eight": tick_piece([(60 + i, i * 480, i * 480 + 240) for i in range(24)],
+                                                meters=[(0, 3, 4), (1440 * 2, 6, 8)]),
+        "rmid": rmid_file(tick_piece([(60, 0, 480), (48, 0, 960)])),
+    }
+
+
+def program_change_mid_note() -> bytes:
+    """A program change while a note sounds: is the note the old instrument's or the new one's?"""
+    import mido
+
+    prog = mido.Message("program_change", program=5, channel=0)
+    return _events_file([[(0, _on(60)), (240, prog), (480, _off(60)), (480, _on(40)), (960, _off(40))]])

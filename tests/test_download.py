@@ -250,6 +250,19 @@ def test_music21_converts_bach_chorales(tmp_path):
     assert all_files(tmp_path) == sorted(p.name for p, _ in res.written)
 
 
+def test_music21_conversion_in_parallel_writes_the_same_bytes_as_in_one_process(tmp_path):
+    # data.workers converts scores in processes; the files (and so the manifest's sha256s) must not depend on it.
+    src = Source(music21="bach", include="bach/bwv2*.mxl", limit=3)
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        out.mkdir()
+        res = from_music21(src, "baroque", out, NameRegistry(), "0:baroque:0", workers, "data.profiles.t.baroque[0]")
+        assert res.skipped == [] and len(res.written) == 3
+        digests.append([(p.name, sha(p.read_bytes())) for p, _ in res.written])
+    assert digests[0] == digests[1]
+
+
 def badly_repeated_score():
     """A score music21 refuses to write as MIDI: repeat barlines that do not pair up."""
     from music21 import bar, meter, note, stream

@@ -7,7 +7,7 @@ import pretty_midi
 import pytest
 
 from midistyle.roll import (LEFT, ONSET, RIGHT, SOUNDING, RollError, RollSpec, Timing, iter_windows, load_midi,
-                            midi_to_roll, roll_to_midi, roll_to_notes, stitch_windows, to_pretty_midi)
+                            midi_to_roll, roll_to_midi, roll_to_notes, stitch_windows, to_pretty_midi, window_batch)
 from tests.midi_fixtures import piece, scale_piece, tick_piece, to_bytes
 
 SPEC = RollSpec()
@@ -151,3 +151,18 @@ def test_tracks_named_for_a_hand_keep_it_even_alone_or_crossed():
     assert r[0, RIGHT, ONSET, row(40)] and r[0, LEFT, ONSET, row(80)]
     alone = midi_to_roll(piece([[(40, 0, 0.5), (80, 0, 0.5)]], names=["Left hand"]), SPEC).roll
     assert alone[0, LEFT, ONSET].sum() == 2 and not alone[:, RIGHT].any()
+
+
+@pytest.mark.parametrize("spec", [SPEC, RollSpec(hop_bars=1, min_notes_per_window=3), RollSpec(bars_per_window=2, max_beats_per_bar=3)])
+def test_window_batch_is_iter_windows_as_arrays(spec):
+    pieces = [scale_piece(seed=4, bars=9, tempo=90.0), piece([[(60, 0, 2.0), (62, 16.0, 18.0)]]),
+              pretty_midi.PrettyMIDI(io.BytesIO(tick_piece([(60 + i % 12, i * 480, (i + 3) * 480) for i in range(40)],
+                                                            meters=[(0, 3, 4), (4320, 7, 8)])))]
+    for pm in pieces:
+        pr = midi_to_roll(pm, spec)
+        windows = list(iter_windows(pr, spec))
+        rolls, lengths, starts = window_batch(pr, spec)
+        expected = np.stack([w.roll for w in windows]) if windows else np.zeros((0, *rolls.shape[1:]), bool)
+        assert np.array_equal(rolls, expected)
+        assert lengths.tolist() == [w.length for w in windows] and starts.tolist() == [w.start for w in windows]
+        assert lengths.dtype == np.int32 and starts.dtype == np.int32

@@ -17,9 +17,10 @@ import random
 import resource
 import shutil
 import time
-import warnings
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from midistyle.config import Params
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, sha256_file
-from midistyle.roll import RollError, RollSpec, iter_windows, read_piece
+from midistyle.roll import RollError, RollSpec, read_piece, window_batch
 from midistyle.shards import INDEX_NAME, SPLITS, Batch, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -84,24 +85,21 @@ def split_pieces(pieces: list[RawPiece], val: float, test: float, seed: int) -> 
 def _process(task: tuple) -> dict:
     """Worker: one file -> its windows, or the reason it was skipped."""
     path, expected_sha, spec, max_bytes = task
-    # pretty_midi warns about meta events on non-zero tracks in many real files;
-    # the file still parses, and the warning would drown the progress bar.
-    warnings.filterwarnings("ignore", message="Tempo, Key or Time signature", category=RuntimeWarning)
     try:
         if not path.exists():
             raise RollError(str(path), "missing", "listed in the manifest but not on disk")
         if expected_sha and sha256_file(path) != expected_sha:
             raise RollError(str(path), "checksum_mismatch", "sha256 differs from the manifest")
         piece = read_piece(path, spec, max_bytes)
-        windows = list(iter_windows(piece, spec))
-        if not windows:
+        rolls, lengths, start = window_batch(piece, spec)
+        if not len(lengths):
             raise RollError(str(path), "no_windows", "no window has enough notes")
     except RollError as exc:
         return {"error": exc.reason, "detail": exc.detail}
     return {
-        "rolls": np.stack([w.roll for w in windows]),
-        "lengths": np.array([w.length for w in windows], np.int32),
-        "start": np.array([w.start for w in windows], np.int32),
+        "rolls": rolls,
+        "lengths": lengths,
+        "start": start,
         "steps": len(piece.roll),
         "bars": len(piece.bar_starts),
         "stats": piece.stats,
@@ -115,30 +113,31 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
     t0 = time.perf_counter()
     p = params.extract
     spec = RollSpec.from_params(p)
-    pieces = read_manifest(Path(raw_dir))
-    styles = sorted({r.style for r in pieces})
-    style_id = {s: i for i, s in enumerate(styles)}
-    split_of = split_pieces(pieces, p.split.val, p.split.test, params.seed)
-
-    # Files are parsed in a seeded shuffled order so that every shard mixes styles.
-    order = list(range(len(pieces)))
-    random.Random(f"{params.seed}:order").shuffle(order)
-    max_bytes = int(p.max_file_mb * 1024 * 1024)
-    tasks = [(Path(raw_dir) / pieces[i].file, pieces[i].sha256, spec, max_bytes) for i in order]
-
-    tmp_dir = Path(str(out_dir) + ".partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    writer = ShardWriter(tmp_dir, spec, styles, p.shard_windows)
-    skipped: list[dict] = []
-    piece_rows: list[dict] = []
-    totals = Counter()
     workers = max(1, params.data.workers)
-    try:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) if workers > 1 else _InlinePool() as pool:
-            results = pool.imap(_process, tasks, chunksize=4)
-            for i, res in tqdm(zip(order, results), total=len(tasks), desc="extract", unit="file",
-                                 mininterval=1.0, disable=not progress):
+    # The workers start first: forked from a process that holds no collection yet,
+    # their memory does not grow with it.
+    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _InlinePool() as pool:
+        pieces = read_manifest(Path(raw_dir))
+        styles = sorted({r.style for r in pieces})
+        style_id = {s: i for i, s in enumerate(styles)}
+        split_of = split_pieces(pieces, p.split.val, p.split.test, params.seed)
+
+        # Files are parsed in a seeded shuffled order so that every shard mixes styles.
+        order = list(range(len(pieces)))
+        random.Random(f"{params.seed}:order").shuffle(order)
+        max_bytes = int(p.max_file_mb * 1024 * 1024)
+        tasks = ((Path(raw_dir) / pieces[i].file, pieces[i].sha256, spec, max_bytes) for i in order)
+
+        tmp_dir = Path(str(out_dir) + ".partial")
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        writer = ShardWriter(tmp_dir, spec, styles, p.shard_windows)
+        skipped: list[dict] = []
+        piece_rows: list[dict] = []
+        totals = Counter()
+        try:
+            results = _bounded_imap(pool, _process, tasks, ahead=4 * workers)
+            for i, res in tqdm(zip(order, results), total=len(order), desc="extract", unit="file",
+                               mininterval=1.0, disable=not progress):
                 raw = pieces[i]
                 if "error" in res:
                     skipped.append({"style": raw.style, "file": raw.file, "reason": res["error"], "detail": res["detail"]})
@@ -154,7 +153,12 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
                 writer.add(split, Batch(res["rolls"], res["lengths"],
                                         np.full(n, style_id[raw.style], np.int16),
                                         np.full(n, piece_id, np.int32), res["start"]))
-        shards = writer.close()
+            shards = writer.close()
+        except BaseException:
+            writer.abort()
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+    try:
         rejected = len(skipped) / len(pieces)
         if rejected > p.max_reject_share:
             reasons = Counter(s["reason"] for s in skipped).most_common(3)
@@ -222,6 +226,25 @@ def _write_skipped(path: Path, skipped: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def _bounded_imap(pool, fn, tasks: Iterable, ahead: int) -> Iterator:
+    """``pool.imap`` in order, with at most ``ahead`` tasks submitted and not yet consumed.
+
+    ``Pool.imap`` hands every task to the workers at once and keeps the results
+    the caller has not reached yet, so when the caller (writing shards) is slower
+    than the workers its memory grows with the collection. Here it is bounded by
+    ``ahead`` files' windows.
+    """
+    pending: deque = deque()
+    it = iter(tasks)
+    for task in islice(it, ahead):
+        pending.append(pool.apply_async(fn, (task,)))
+    while pending:
+        result = pending.popleft().get()
+        for task in islice(it, 1):
+            pending.append(pool.apply_async(fn, (task,)))
+        yield result
+
+
 class _InlinePool:
     """The Pool interface, in this process (workers: 1; easier to debug and profile)."""
 
@@ -231,5 +254,15 @@ class _InlinePool:
     def __exit__(self, *exc):
         return False
 
-    def imap(self, fn, tasks, chunksize=1):
-        return map(fn, tasks)
+    def apply_async(self, fn, args):
+        return _Done(fn(*args))
+
+
+class _Done:
+    """A result computed in this process, with the ``AsyncResult.get`` interface."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value

@@ -15,13 +15,20 @@ representation is defined (and enforced) in one place:
   note from a repeated one, so ``roll -> MIDI -> roll`` is exact.
 
 A roll is a boolean array of shape ``(T, 2, 2, P)``: (step, hand, channel, pitch).
+
+**Readers.** :func:`read_piece` parses with symusic (C++) and builds the roll
+with numpy; :func:`read_piece_reference` is the same contract through
+pretty_midi (pure Python), kept as the reference the fast reader is checked
+against (tests/test_readers.py, benchmarks/compare_readers.py). Both agree on
+every cell except for events exactly half a step from the grid, which the fast
+reader rounds exactly (half to even) and pretty_midi by floating-point noise.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,11 +120,17 @@ class Window:
 
 
 # ---------------------------------------------------------------- reading MIDI
-def load_midi(path: str | Path, max_bytes: int | None = None) -> pretty_midi.PrettyMIDI:
-    """Load a MIDI file, or raise :class:`RollError` with a reason code.
+MAX_TICK = 10_000_000  # a later event means a corrupt file (pretty_midi's limit, kept for both readers)
 
-    Reasons: ``empty`` (0 bytes), ``too_large``, ``not_midi`` (no MIDI header),
-    ``corrupt`` (a MIDI header, but the parser fails).
+
+def midi_payload(path: str | Path, max_bytes: int | None = None) -> bytes:
+    """A file's Standard MIDI File bytes, or :class:`RollError` with a reason code.
+
+    Both readers start here. Reasons: ``empty`` (0 bytes), ``too_large``,
+    ``not_midi`` (no MIDI header), ``corrupt`` (an RMID container without a
+    ``data`` chunk, a header too short), ``smpte_timing`` (the header's time
+    division is SMPTE frames, not ticks per quarter note, so there is no musical
+    grid to read). An RMID (RIFF) file gives the MIDI file inside it.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -125,8 +138,41 @@ def load_midi(path: str | Path, max_bytes: int | None = None) -> pretty_midi.Pre
         raise RollError(str(path), "empty", "0 bytes")
     if max_bytes is not None and len(data) > max_bytes:
         raise RollError(str(path), "too_large", f"{len(data)} bytes > {max_bytes}")
-    if not (data.startswith(b"MThd") or (data.startswith(b"RIFF") and data[8:12] == b"RMID")):
+    if data.startswith(b"RIFF") and data[8:12] == b"RMID":
+        data = _rmid_data(str(path), data)
+    elif not data.startswith(b"MThd"):
         raise RollError(str(path), "not_midi", "no MThd header")
+    if len(data) < 14:
+        raise RollError(str(path), "corrupt", f"MIDI header cut short ({len(data)} bytes)")
+    if data[12] & 0x80:
+        fps = 256 - data[12]
+        raise RollError(str(path), "smpte_timing",
+                        f"time division is SMPTE ({fps} frames/s, {data[13]} ticks/frame), not ticks per quarter note")
+    if data[12] == 0 and data[13] == 0:
+        raise RollError(str(path), "corrupt", "0 ticks per quarter note")
+    return data
+
+
+def _rmid_data(name: str, data: bytes) -> bytes:
+    """The ``data`` chunk of a RIFF RMID file (the Standard MIDI File inside)."""
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            inner = data[pos + 8:pos + 8 + size]
+            if not inner.startswith(b"MThd"):
+                raise RollError(name, "not_midi", "RMID data chunk holds no MThd header")
+            return inner
+        pos += 8 + size + (size & 1)
+    raise RollError(name, "corrupt", "RMID file without a data chunk")
+
+
+def load_midi(path: str | Path, max_bytes: int | None = None) -> pretty_midi.PrettyMIDI:
+    """Load a MIDI file with pretty_midi (the reference reader), or raise :class:`RollError`.
+
+    Reasons: those of :func:`midi_payload`, and ``corrupt`` (the parser fails).
+    """
+    data = midi_payload(path, max_bytes)
     try:
         return pretty_midi.PrettyMIDI(io.BytesIO(data))
     except Exception as exc:  # the parser raises many kinds; all mean "corrupt"
@@ -216,13 +262,14 @@ def _hand_from_name(name: str) -> int | None:
     return None
 
 
-def midi_to_roll(pm: pretty_midi.PrettyMIDI, spec: RollSpec, name: str = "<midi>") -> PieceRoll:
-    """Turn a parsed MIDI file into a :class:`PieceRoll` (raises RollError: no_notes, drums_only)."""
+def midi_to_roll(pm: pretty_midi.PrettyMIDI, spec: RollSpec, name: str = "<midi>", data: bytes | None = None) -> PieceRoll:
+    """Turn a file parsed by pretty_midi into a :class:`PieceRoll` (the reference reader).
+
+    Raises RollError: no_notes, no_note_offs (with ``data``, the file's bytes), drums_only.
+    """
     parts = [inst for inst in pm.instruments if not inst.is_drum and inst.notes]
     if not parts:
-        if any(inst.is_drum and inst.notes for inst in pm.instruments):
-            raise RollError(name, "drums_only", "only drum tracks have notes")
-        raise RollError(name, "no_notes", "no track has notes")
+        _no_parts(name, any(inst.is_drum and inst.notes for inst in pm.instruments), data)
     spb = spec.steps_per_beat
     stats = {"notes": 0, "notes_folded": 0, "notes_dropped": 0, "parts": len(parts)}
     hand_notes: list[list[tuple[int, int, int]]] = [[], []]
@@ -261,8 +308,365 @@ def midi_to_roll(pm: pretty_midi.PrettyMIDI, spec: RollSpec, name: str = "<midi>
     return PieceRoll(roll, bar_lines(timing, total, spb), timing, stats)
 
 
+def read_piece_reference(path: str | Path, spec: RollSpec, max_bytes: int | None = None) -> PieceRoll:
+    """:func:`read_piece` through pretty_midi (pure Python, ~70 files/s): the reference the fast reader is checked against."""
+    data = midi_payload(path, max_bytes)
+    try:
+        pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    except Exception as exc:  # the parser raises many kinds; all mean "corrupt"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RollError(str(path), "corrupt", first[:160]) from exc
+    return midi_to_roll(pm, spec, str(path), data)
+
+
+def _no_parts(name: str, drum_notes: bool, data: bytes | None) -> None:
+    """Why a file without a pitched part with notes has none: drums_only, no_note_offs or no_notes."""
+    if drum_notes:
+        raise RollError(name, "drums_only", "only drum tracks have notes")
+    if data is not None:
+        ons, offs = _note_events(name, data)
+        if ons and not offs:
+            raise RollError(name, "no_note_offs", f"{ons} note-ons and not one note-off: no note has an end")
+        if ons:
+            raise RollError(name, "no_notes", f"{ons} note-ons, none ended after it started")
+    raise RollError(name, "no_notes", "no track has notes")
+
+
+def _note_events(name: str, data: bytes) -> tuple[int, int]:
+    """(note-ons, note-offs) of a file (only asked when neither reader found a note)."""
+    try:
+        mid = mido.MidiFile(file=io.BytesIO(data), clip=True)
+    except Exception as exc:  # mido raises many kinds on malformed files; all mean "corrupt"
+        raise RollError(name, "corrupt", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]) from exc
+    ons = offs = 0
+    for track in mid.tracks:
+        for msg in track:
+            if msg.type == "note_on" and msg.velocity > 0:
+                ons += 1
+            elif msg.type in ("note_on", "note_off"):
+                offs += 1
+    return ons, offs
+
+
+# ---------------------------------------------------------------- the fast reader (symusic)
 def read_piece(path: str | Path, spec: RollSpec, max_bytes: int | None = None) -> PieceRoll:
-    return midi_to_roll(load_midi(path, max_bytes), spec, str(path))
+    """A MIDI file as a :class:`PieceRoll`, or :class:`RollError` with a reason code.
+
+    Parsed by symusic (C++) and turned into the roll with numpy; the result is the
+    reference reader's (:func:`read_piece_reference`), see benchmarks/compare_readers.py.
+    """
+    import symusic
+
+    name = str(path)
+    data = midi_payload(path, max_bytes)
+    try:
+        score = symusic.Score.from_midi(data)
+    except Exception as exc:  # symusic raises RuntimeError (and others) on malformed files: "corrupt"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RollError(name, "corrupt", first[:160]) from exc
+    return score_to_roll(score, spec, name, data)
+
+
+@dataclass
+class _Part:
+    name: str
+    on: np.ndarray  # int64 ticks
+    off: np.ndarray  # int64 ticks, > on
+    pitch: np.ndarray  # int64
+
+
+def score_to_roll(score, spec: RollSpec, name: str, data: bytes,
+                  to_steps: Callable[[np.ndarray], np.ndarray] | None = None) -> PieceRoll:
+    """A ``symusic.Score`` of the MIDI file ``data`` -> :class:`PieceRoll`, by the rules of :func:`midi_to_roll`.
+
+    Positions are exact: ``tick * steps_per_beat / ticks_per_quarter``, rounded
+    half to even. ``to_steps`` (ticks -> steps) replaces that rounding
+    (benchmarks/compare_readers.py uses it to repeat pretty_midi's floating-point path).
+
+    Notes: symusic pairs each pitch's note-ons and note-offs first in, first out.
+    Where a key is struck again before its note-off (or a note-off falls on its
+    note-on's tick), the contract is pretty_midi's instead: a note-off ends every
+    sounding note of its pitch, which is also what FluidSynth plays, and FIFO
+    pairing would shift every later note of the pitch and drop the last one. Such
+    files (a third of the corpus, mostly pop) take their notes from
+    :func:`_scan_notes`, a plain reading of the note events; the rest come
+    straight from symusic's arrays.
+    """
+    tpq = int(score.ticks_per_quarter)
+    if score.end() > MAX_TICK:
+        raise RollError(name, "corrupt", f"MIDI file has a largest tick of {score.end()}, it is likely corrupt")
+    parts: list[_Part] = []
+    drum_notes = False
+    for track in score.tracks:
+        if not len(track.notes):
+            continue
+        arr = track.notes.numpy()
+        on, pitch = arr["time"].astype(np.int64), arr["pitch"].astype(np.int64)
+        off = on + arr["duration"]
+        if _ambiguous(on, off, pitch):
+            parts, drum_notes = _scan_notes(data, name)
+            break
+        if track.is_drum:
+            drum_notes = True
+            continue
+        parts.append(_Part(track.name, on, off, pitch))
+    if not parts:
+        _no_parts(name, drum_notes, data)
+    if to_steps is None:
+        spb = spec.steps_per_beat
+
+        def to_steps(ticks: np.ndarray) -> np.ndarray:  # exact: ticks * spb is an integer; ties to even
+            return np.rint(np.asarray(ticks, np.int64) * spb / tpq).astype(np.int64)
+
+    timing = _score_timing(_conductor(score, data, name), to_steps, name)
+    return _parts_to_roll(parts, spec, timing, to_steps, name)
+
+
+def _conductor(score, data: bytes, name: str):
+    """The score whose tempo and metre maps count: the first track's, when the file has several.
+
+    The MIDI standard puts tempo and time signatures in the first track of a
+    multi-track file (pretty_midi reads them there only); symusic merges every
+    track's, and some files repeat a conflicting metre map in a later track
+    (folk/morris20.mid). The first track is parsed again on its own (microseconds).
+    """
+    n_tracks = int.from_bytes(data[10:12], "big")
+    header_end = 8 + int.from_bytes(data[4:8], "big")
+    if n_tracks < 2 or data[header_end:header_end + 4] != b"MTrk":
+        return score
+    import symusic
+
+    first = header_end + 8 + int.from_bytes(data[header_end + 4:header_end + 8], "big")
+    try:
+        return symusic.Score.from_midi(data[:10] + b"\x00\x01" + data[12:header_end] + data[header_end:first])
+    except Exception as exc:  # symusic raises RuntimeError (and others) on malformed files: "corrupt"
+        raise RollError(name, "corrupt", f"first track: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:160]) from exc
+
+
+def _ambiguous(on: np.ndarray, off: np.ndarray, pitch: np.ndarray) -> bool:
+    """A note of zero length, or a pitch struck again before its (FIFO-paired) note-off."""
+    if (off <= on).any():
+        return True
+    order = np.lexsort((on, pitch))
+    p, start, end = pitch[order], on[order], off[order]
+    return bool(((p[1:] == p[:-1]) & (end[:-1] > start[1:])).any())
+
+
+def _scan_notes(data: bytes, name: str) -> tuple[list[_Part], bool]:
+    """The pitched parts of a Standard MIDI File, read event by event; and whether drums have notes.
+
+    A part is (track, channel, program at the note-on), named after its track, as
+    symusic groups them. A note-off ends every sounding note of its pitch and
+    channel that did not start on its tick; a note left with no end is dropped
+    (pretty_midi's pairing, event for event).
+    """
+    n_tracks = int.from_bytes(data[10:12], "big")
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    parts: list[_Part] = []
+    drum_notes = False
+    for _ in range(n_tracks):
+        if pos + 8 > len(data):
+            break
+        size = int.from_bytes(data[pos + 4:pos + 8], "big")
+        if data[pos:pos + 4] != b"MTrk":
+            pos += 8 + size
+            continue
+        track_name, notes = _scan_track(data, pos + 8, min(pos + 8 + size, len(data)), name)
+        pos += 8 + size
+        if not notes:
+            continue
+        arr = np.array(notes, np.int64)  # (channel * 128 + program, start, end, pitch), in note-off order
+        groups, first = np.unique(arr[:, 0], return_index=True)
+        for g in groups[np.argsort(first)]:  # parts in the order of their first note
+            sel = arr[arr[:, 0] == g]
+            if g // 128 == 9:
+                drum_notes = True
+            else:
+                parts.append(_Part(track_name, sel[:, 1], sel[:, 2], sel[:, 3]))
+    return parts, drum_notes
+
+
+def _scan_track(data: bytes, pos: int, end: int, name: str) -> tuple[str, list[tuple[int, int, int, int]]]:
+    """One MTrk chunk -> (its name, [(channel * 128 + program, start, end, pitch)] of its notes)."""
+    tick = status = 0
+    program = [0] * 16
+    track_name = ""
+    open_notes: dict[int, list[tuple[int, int]]] = {}
+    notes: list[tuple[int, int, int, int]] = []
+    record = notes.append
+    try:
+        while pos < end:
+            b = data[pos]
+            pos += 1
+            if b & 0x80:  # a delta time of more than one byte
+                delta = b & 0x7F
+                while b & 0x80:
+                    b = data[pos]
+                    pos += 1
+                    delta = (delta << 7) | (b & 0x7F)
+                tick += delta
+            else:
+                tick += b
+            b = data[pos]
+            if b & 0x80:
+                if b == 0xFF:  # a meta event (it does not set the running status)
+                    meta = data[pos + 1]
+                    length, pos = _vlq(data, pos + 2)
+                    if meta == 0x03:
+                        track_name = data[pos:pos + length].decode("latin-1")
+                    pos += length
+                    continue
+                status = b
+                pos += 1
+            kind = status & 0xF0
+            if kind == 0x90 or kind == 0x80:
+                key = (status & 0x0F) * 128 + data[pos]
+                if kind == 0x90 and data[pos + 1]:
+                    waiting = open_notes.get(key)
+                    group = (status & 0x0F) * 128 + program[status & 0x0F]
+                    if waiting is None:
+                        open_notes[key] = [(tick, group)]
+                    else:
+                        waiting.append((tick, group))
+                else:
+                    waiting = open_notes.pop(key, None)
+                    if waiting is not None:
+                        if len(waiting) == 1:
+                            t, group = waiting[0]
+                            if t != tick:
+                                record((group, t, tick, data[pos]))
+                        else:
+                            kept = []
+                            for t, group in waiting:
+                                if t != tick:
+                                    record((group, t, tick, data[pos]))
+                                else:
+                                    kept.append((t, group))
+                            if kept and len(kept) < len(waiting):  # a note struck on this very tick goes on
+                                open_notes[key] = kept
+                pos += 2
+            elif kind == 0xB0 or kind == 0xE0 or kind == 0xA0:
+                pos += 2
+            elif kind == 0xC0:
+                program[status & 0x0F] = data[pos]
+                pos += 1
+            elif kind == 0xD0:
+                pos += 1
+            elif status == 0xF0 or status == 0xF7:
+                length, pos = _vlq(data, pos)
+                pos += length
+            else:
+                raise RollError(name, "corrupt", f"MIDI event without a status byte at byte {pos}")
+    except IndexError:
+        raise RollError(name, "corrupt", "a track ends inside an event") from None
+    return track_name, notes
+
+
+def _vlq(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            return value, pos
+
+
+def _parts_to_roll(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps, name: str) -> PieceRoll:
+    spb, P = spec.steps_per_beat, spec.n_pitches
+    stats = {"notes": 0, "notes_folded": 0, "notes_dropped": 0, "parts": len(parts)}
+    hands = _hand_groups(parts, spec)  # per hand: list of (part, mask or None)
+    ons, offs, pitches, hand_ids = [], [], [], []
+    for hand, groups in enumerate(hands):
+        for part, mask in groups:
+            sel = slice(None) if mask is None else mask
+            ons.append(part.on[sel]); offs.append(part.off[sel]); pitches.append(part.pitch[sel])
+            hand_ids.append(np.full(len(pitches[-1]), hand, np.int64))
+    on = to_steps(np.concatenate(ons))
+    off = np.maximum(to_steps(np.concatenate(offs)), on + 1)  # every note lasts at least one step
+    pitch = np.concatenate(pitches)
+    hand = np.concatenate(hand_ids)
+    stats["notes"] = len(pitch)
+    out = (pitch < spec.pitch_low) | (pitch > spec.pitch_high)
+    if spec.out_of_range == "drop":
+        stats["notes_dropped"] = int(out.sum())
+        keep = ~out
+        on, off, pitch, hand = on[keep], off[keep], pitch[keep], hand[keep]
+    else:
+        stats["notes_folded"] = int(out.sum())
+        low = pitch < spec.pitch_low
+        pitch = np.where(low, pitch + 12 * ((spec.pitch_low - pitch + 11) // 12), pitch)
+        high = pitch > spec.pitch_high
+        pitch = np.where(high, pitch - 12 * ((pitch - spec.pitch_high + 11) // 12), pitch)
+    if not len(pitch):
+        raise RollError(name, "no_notes", "every note was out of range and dropped")
+    on, off = np.maximum(on, 0), np.maximum(off, 1)
+    total = int(off.max())
+    row = pitch - spec.pitch_low
+    # Flat indices into roll (T, 2, 2, P): every (step, hand, SOUNDING, row) a note holds, then its onset.
+    base = hand * (2 * P) + row
+    dur = off - on
+    first = np.cumsum(dur) - dur  # where each note's cells begin in the list of all held cells
+    held = np.repeat(on * (4 * P) + base, dur) + (4 * P) * (np.arange(int(dur.sum())) - np.repeat(first, dur))
+    flat = np.zeros(total * 4 * P, dtype=bool)
+    flat[held + SOUNDING * P] = True
+    flat[on * (4 * P) + base + ONSET * P] = True
+    roll = flat.reshape(total, 2, 2, P)
+    return PieceRoll(roll, bar_lines(timing, total, spb), timing, stats)
+
+
+def _hand_groups(parts: list[_Part], spec: RollSpec) -> list[list[tuple[_Part, np.ndarray | None]]]:
+    """:func:`assign_hands` for :class:`_Part` arrays: per hand, (part, note mask or None for all)."""
+    named = [_hand_from_name(p.name) for p in parts]
+    if spec.hands == "auto" and None not in named:
+        return [[(p, None) for p, h in zip(parts, named) if h == hand] for hand in (RIGHT, LEFT)]
+    if spec.hands == "duplicate" or (len(parts) == 1 and spec.single_part == "duplicate"):
+        return [[(p, None) for p in parts], [(p, None) for p in parts]]
+    if len(parts) == 1:
+        p = parts[0]
+        upper = p.pitch >= spec.split_pitch
+        return [[(p, upper)], [(p, ~upper)]]
+    order = sorted(parts, key=lambda p: -float(np.mean(p.pitch)))
+    n_right = math.ceil(len(order) / 2)
+    return [[(p, None) for p in order[:n_right]], [(p, None) for p in order[n_right:]]]
+
+
+def _score_timing(score, to_steps, name: str) -> Timing:
+    """Tempo and metre maps in steps, as :func:`_timing` builds them from pretty_midi.
+
+    Tempos: 120 qpm at tick 0 unless the file sets one there (the last set at
+    tick 0 wins), later changes kept where the tempo changes. Time signatures from
+    every track; at one step the last wins; 4/4 until the first.
+    """
+    tpq = int(score.ticks_per_quarter)
+    tt = score.tempos.numpy()
+    ticks, mspq = tt["time"].astype(np.int64), tt["mspq"].astype(np.float64)
+    if (mspq <= 0).any():
+        bad = int(np.argmax(mspq <= 0))
+        raise RollError(name, "corrupt", f"tempo of {int(mspq[bad])} microseconds per quarter at tick {ticks[bad]}")
+    scale = 60.0 / ((6e7 / mspq) * tpq)  # pretty_midi's float arithmetic, so the qpm values agree exactly
+    at_zero = ticks == 0
+    first = scale[at_zero][-1] if at_zero.any() else 60.0 / (120.0 * tpq)  # the last tempo at tick 0 wins
+    ticks, scale = np.concatenate([[0], ticks[~at_zero]]), np.concatenate([[first], scale[~at_zero]])
+    # a later event is kept where it changes the tempo (an unchanged one was dropped, so its
+    # predecessor's tempo is the one in force)
+    change = np.concatenate([[True], scale[1:] != scale[:-1]])
+    ticks, qpm = ticks[change], 60.0 / (scale[change] * tpq)
+    steps = to_steps(ticks)
+    last = np.concatenate([steps[1:] != steps[:-1], [True]])  # at one step the last wins
+    tempo_map = list(zip(steps[last].tolist(), qpm[last].tolist()))
+    meters: list[tuple[int, int, int]] = []
+    ts = score.time_signatures.numpy()
+    for tick, s, num, den in zip(ts["time"].tolist(), to_steps(ts["time"]).tolist(), ts["numerator"].tolist(),
+                                 ts["denominator"].tolist()):
+        if num <= 0 or den <= 0:
+            raise RollError(name, "corrupt", f"time signature {num}/{den} at tick {tick}")
+        if meters and meters[-1][0] == s:
+            meters.pop()
+        meters.append((s, num, den))
+    if not meters or meters[0][0] != 0:
+        meters.insert(0, (0, 4, 4))
+    return Timing(tempo_map, meters)
 
 
 # ---------------------------------------------------------------- windows
@@ -297,6 +701,32 @@ def iter_windows(piece: PieceRoll, spec: RollSpec, hop_bars: int | None = None, 
         notes = count_notes(out[:length])
         if keep_empty or notes >= spec.min_notes_per_window:
             yield Window(start, length, out, notes)
+
+
+def window_batch(piece: PieceRoll, spec: RollSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows :func:`iter_windows` yields, as arrays: rolls (N, W, 2, 2, P), lengths (N,), starts (N,).
+
+    The extract stage's form, computed for all windows at once: note counts from
+    running sums, the rolls by one gather.
+    """
+    roll, total, W = piece.roll, len(piece.roll), spec.window_steps
+    bars = np.array(piece.bar_starts + [total], np.int64)
+    first = np.arange(0, len(piece.bar_starts), spec.hop_bars)
+    first = first[bars[first] < total]  # iter_windows stops at the first bar past the end
+    start = bars[first]
+    # the last bar line that still fits in W steps, at most bars_per_window bars on, at least one bar
+    fits = np.searchsorted(bars, start + W, side="right") - 1
+    end_bar = np.maximum(first + 1, np.minimum(np.minimum(first + spec.bars_per_window, len(bars) - 1), fits))
+    length = np.minimum(bars[end_bar] - start, W)
+    onsets = np.concatenate([[0], np.cumsum(roll[:, :, ONSET].sum(axis=(1, 2)))])
+    carried = (roll[:, :, SOUNDING] & ~roll[:, :, ONSET]).sum(axis=(1, 2))
+    notes = onsets[start + length] - onsets[start] + np.where(length > 0, carried[np.minimum(start, total - 1)], 0)
+    keep = notes >= spec.min_notes_per_window
+    start, length = start[keep], length[keep]
+    steps = np.arange(W)
+    index = np.where(steps < length[:, None], start[:, None] + steps, total)  # past the window: a zero step
+    padded = np.concatenate([roll, np.zeros((1, *roll.shape[1:]), bool)])
+    return padded[index], length.astype(np.int32), start.astype(np.int32)
 
 
 def stitch_windows(windows: list[tuple[int, int, np.ndarray]], total_steps: int) -> np.ndarray:

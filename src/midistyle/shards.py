@@ -21,7 +21,9 @@ size, not the collection.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,47 +58,87 @@ class Batch:
 
 
 class ShardWriter:
-    """Buffers windows per split and writes a shard whenever ``shard_windows`` are ready."""
+    """Buffers windows per split and writes a shard whenever ``shard_windows`` are ready.
 
-    def __init__(self, out_dir: Path, spec: RollSpec, styles: list[str], shard_windows: int):
+    Compressing a shard (zlib, which lets other threads run) happens on a
+    background thread while the caller reads the next files; at most
+    ``max_pending`` shards wait there, so memory stays bounded by a few shards.
+    The bytes written are the same as compressing in line. :meth:`close` waits
+    for every shard; on failure, :meth:`abort` stops the thread.
+    """
+
+    def __init__(self, out_dir: Path, spec: RollSpec, styles: list[str], shard_windows: int, max_pending: int = 2):
         self.out_dir, self.spec, self.styles = Path(out_dir), spec, styles
         self.shard_windows = shard_windows
-        self.buffers: dict[str, list[Batch]] = {s: [] for s in SPLITS}
+        self.buffers: dict[str, Batch | None] = dict.fromkeys(SPLITS)  # allocated for one shard, filled in order
         self.buffered = dict.fromkeys(SPLITS, 0)
         self.shards: list[dict] = []
+        self.max_pending = max_pending
+        self._pending: deque[tuple[dict, Future]] = deque()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, split: str, batch: Batch) -> None:
-        self.buffers[split].append(batch)
-        self.buffered[split] += len(batch)
-        while self.buffered[split] >= self.shard_windows:
-            self._flush(split, self.shard_windows)
+        """Copy ``batch`` into the split's shard buffer; a full buffer becomes a shard."""
+        done = 0
+        while done < len(batch):
+            buf = self.buffers[split]
+            if buf is None:
+                buf = self.buffers[split] = Batch(*(np.empty((self.shard_windows, *getattr(batch, f).shape[1:]),
+                                                             getattr(batch, f).dtype) for f in FIELDS))
+            n = min(len(batch) - done, self.shard_windows - self.buffered[split])
+            at = self.buffered[split]
+            for f in FIELDS:
+                getattr(buf, f)[at:at + n] = getattr(batch, f)[done:done + n]
+            self.buffered[split] += n
+            done += n
+            if self.buffered[split] == self.shard_windows:
+                self._flush(split, self.shard_windows)
 
     def _flush(self, split: str, n: int) -> None:
-        merged = Batch.concat(self.buffers[split])
-        head, rest = merged.take(slice(0, n)), merged.take(slice(n, None))
-        self.buffers[split] = [rest] if len(rest) else []
-        self.buffered[split] = len(rest)
+        head = self.buffers[split].take(slice(0, n))
+        self.buffers[split] = None
+        self.buffered[split] = 0
         k = sum(1 for s in self.shards if s["split"] == split)
         name = f"{split}-{k:05d}.npz"
-        data = npz_bytes({f: getattr(head, f) for f in FIELDS})
-        atomic_write_bytes(self.out_dir / name, data)
         counts = np.bincount(head.style, minlength=len(self.styles))
-        self.shards.append(
-            {
-                "file": name,
-                "split": split,
-                "windows": int(n),
-                "windows_per_style": {s: int(c) for s, c in zip(self.styles, counts)},
-                "sha256": sha256_bytes(data),
-            }
-        )
+        entry = {
+            "file": name,
+            "split": split,
+            "windows": int(n),
+            "windows_per_style": {s: int(c) for s, c in zip(self.styles, counts)},
+            "sha256": None,
+        }
+        self.shards.append(entry)
+        while len(self._pending) >= self.max_pending:
+            self._finish_one()
+        self._pending.append((entry, self._pool.submit(_write_shard, self.out_dir / name, head)))
+
+    def _finish_one(self) -> None:
+        entry, future = self._pending.popleft()
+        entry["sha256"] = future.result()  # re-raises the writer's exception here
 
     def close(self) -> list[dict]:
         for split in SPLITS:
             if self.buffered[split]:
                 self._flush(split, self.buffered[split])
+        while self._pending:
+            self._finish_one()
+        self._pool.shutdown()
         return self.shards
+
+    def abort(self) -> None:
+        """Stop without waiting for the result (the caller removes the folder)."""
+        for _, future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        self._pending.clear()
+
+
+def _write_shard(path: Path, batch: Batch) -> str:
+    data = npz_bytes({f: getattr(batch, f) for f in FIELDS})
+    atomic_write_bytes(path, data)
+    return sha256_bytes(data)
 
 
 class ShardIndex:
