@@ -25,19 +25,24 @@ from pathlib import Path
 # One budget for the whole grid (half the default's epochs), so the rows compare at equal cost.
 BUDGET = ("train.epochs=6", "train.threads=1")
 GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("abl-default", "default: 2-bar window, hierarchical AR decoder, off/onset/hold, beat steps, beta 0.02, z 128", ()),
+    ("abl-default", "default: 2-bar window, hierarchical AR decoder (512), off/onset/hold, beat steps, beta 0.02, z 128",
+     ()),
     ("abl-nonar", "decoder not autoregressive (z and clock only)", ("model.autoregressive=false",)),
     ("abl-flat", "flat decoder (no bar-level conductor)", ("model.decoder=flat",)),
     ("abl-bernoulli", "independent sounding/onset Bernoullis with density pos_weight (the old loss)",
      ("model.output=independent", "train.pos_weight=null")),
     ("abl-beta02", "beta 0.2 (MusicVAE's KL weight)", ("train.kl_weight=0.2",)),
-    ("abl-z32", "latent size 32", ("model.latent_size=32",)),
+    ("abl-dec256", "decoder state 256 instead of 512", ("model.decoder_hidden=256",)),
     ("abl-4bar", "4-bar windows (hop 2 bars)", ("extract.bars_per_window=4", "extract.hop_bars=2")),
 )
 COLUMNS = (("f1", "F1"), ("onset_f1", "onset F1"), ("own_minus_other", "own − other z F1"),
            ("density_ratio", "density ratio"), ("polyphony_ratio", "polyphony ratio"),
            ("kl_bits_per_window", "KL bits/window"), ("train_minutes", "training min"))
 TABLE = Path("docs/ablation.md")
+BEFORE = ("For comparison, the model before this design (4-bar windows, flat autoregressive decoder over 16th steps, "
+          "Bernoulli outputs with density `pos_weight`, β = 1, z = 32; 15 epochs of 8,192 windows, main at 7ff2845): "
+          "F1 0.390, onset F1 0.215, other-z F1 0.25, reconstructed baroque 16.8 notes per beat and 8.5 sounding "
+          "together against 4.6 and 4.0 in the sources, KL about 71 bits per window, 9.7 training minutes.")
 
 
 def dvc(*args: str, capture: bool = False) -> str:
@@ -112,6 +117,7 @@ def render(rows: dict[str, dict]) -> str:
         cells = [f"{values[key]:.3f}" if key != "train_minutes" and key != "kl_bits_per_window" else f"{values[key]:.1f}"
                  for key, _ in COLUMNS] if values else ["not run"] * len(COLUMNS)
         lines.append(f"| `{name}` | {change} | " + " | ".join(cells) + " |")
+    lines += ["", BEFORE]
     return "\n".join(lines) + "\n"
 
 
