@@ -55,20 +55,13 @@ def tick_piece(notes: list[tuple[int, int, int]], tempos: list[tuple[int, float]
     tempo changes (tick, qpm) and time signatures (tick, numerator, denominator)."""
     import mido
 
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpb)
     meta = [(t, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(q))) for t, q in tempos]
     meta += [(t, mido.MetaMessage("time_signature", numerator=n, denominator=d)) for t, n, d in meters]
     events = [(s, 1, mido.Message("note_on", note=p, velocity=80)) for p, s, _ in notes]
     events += [(e, 0, mido.Message("note_off", note=p, velocity=0)) for p, _, e in notes]
-    for track_events in (sorted(((t, 0, m) for t, m in meta), key=lambda x: x[0]), sorted(events, key=lambda x: (x[0], x[1]))):
-        track, now = mido.MidiTrack(), 0
-        for t, _, msg in track_events:
-            track.append(msg.copy(time=t - now))
-            now = t
-        mid.tracks.append(track)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+    meta_track = [(t, m) for t, m in sorted(meta, key=lambda x: x[0])]
+    note_track = [(t, m) for t, _, m in sorted(events, key=lambda x: (x[0], x[1]))]  # note-offs first at a tick
+    return _events_file([meta_track, note_track], tpb)
 
 
 def _events_file(tracks: list[list[tuple[int, "object"]]], tpb: int = 480, midi_type: int = 1) -> bytes:
