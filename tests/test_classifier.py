@@ -7,17 +7,14 @@ import pytest
 import torch
 
 from midistyle.classifier import (
-    FitSettings,
     LatentClassifier,
     ClassifierConfig,
-    class_weights,
-    classification_metrics,
-    fit_selected,
     load_classifier,
     predict,
     style_regions,
 )
 from midistyle.errors import UserError
+from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
 from midistyle.judge import RollJudge, JudgeConfig, judge_probs, load_judge
 from tests.helpers_style import STYLES, tiny_project
 

@@ -53,7 +53,8 @@ import numpy as np
 import torch
 
 from midistyle import musicstats as ms
-from midistyle.classifier import classification_metrics, encode_rolls, load_classifier, predict
+from midistyle.classifier import encode_rolls, load_classifier, predict
+from midistyle.fitting import classification_metrics
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, atomic_write_text
 from midistyle.judge import judge_probs, load_judge
