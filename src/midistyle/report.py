@@ -35,7 +35,7 @@ import numpy as np
 
 from midistyle import audio
 from midistyle import musicstats as ms
-from midistyle.fileio import atomic_write_text
+from midistyle.fileio import atomic_write_text, staged_dir
 from midistyle.pictures import draw_rolls
 from midistyle.roll import RollSpec, Timing, roll_to_midi, write_midi
 from midistyle.transfer import METHODS
@@ -543,10 +543,8 @@ def write_report(report_dir: str | Path, params, metrics: dict, listener, record
     """Build the report in ``<report_dir>.partial`` and move it into place; returns index.html.
     ``curve``: the rows of ``metrics/strength_content.csv``."""
     report_dir = Path(report_dir)
-    tmp = Path(str(report_dir) + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "img").mkdir(parents=True)
-    try:
+    with staged_dir(report_dir) as tmp:
+        (tmp / "img").mkdir()
         curves = plot_curves(Path(paths.curves), tmp / "img" / "training_curves.png")
         tradeoff = plot_tradeoff(metrics, tmp / "img" / "tradeoff.png")
         sweep = plot_strength_content(curve or [], tmp / "img" / "strength_content.png")
@@ -554,11 +552,6 @@ def write_report(report_dir: str | Path, params, metrics: dict, listener, record
         sweep_html = curve_section(metrics, curve or [], "img/strength_content.png" if sweep else None)
         page = render_page(metrics, params, curves is not None, tradeoff is not None, listen, sweep_html)
         atomic_write_text(tmp / "index.html", page)
-        shutil.rmtree(report_dir, ignore_errors=True)
-        tmp.rename(report_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report_dir / "index.html"
 
 

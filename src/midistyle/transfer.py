@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -46,7 +45,7 @@ from tqdm import tqdm
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
 from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
 from midistyle.errors import UserError
-from midistyle.fileio import atomic_write_bytes, atomic_write_json
+from midistyle.fileio import atomic_write_bytes, atomic_write_json, staged_dir
 from midistyle.model import StyleVAE, load_vae
 from midistyle.roll import PieceRoll, RollSpec, Timing, Window, iter_windows, roll_to_midi, stitch_windows, write_midi
 
@@ -421,11 +420,8 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
     chosen = load_chosen_settings(settings_path, model.styles)
     pieces = select_test_pieces(raw_dir, splits_path, model.styles, tp.max_pieces_per_style, params.seed)
     out_dir = Path(out_dir)
-    tmp = Path(str(out_dir) + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     rows: list[dict] = []
-    try:
+    with staged_dir(out_dir) as tmp:
         for source, files in pieces.items():
             jobs = style_jobs(model, chosen, source, tp.methods)
             for lo in tqdm(range(0, len(files), PIECES_PER_BATCH), desc=f"transfer {source}", unit="batch",
@@ -444,11 +440,6 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
                    "pieces_per_style": {s: len(f) for s, f in pieces.items()}, "chosen": chosen.chosen,
                    "wall_seconds": round(time.perf_counter() - t0, 1)}
         atomic_write_json(tmp / "summary.json", summary)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("transfer: %d pieces (%d failed), %d outputs in %.1f s", n_pieces, failed, summary["outputs"],
              summary["wall_seconds"])
     return summary
