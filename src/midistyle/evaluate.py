@@ -47,6 +47,7 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,10 @@ import torch
 
 from midistyle import musicstats as ms
 from midistyle.classifier import encode_rolls, load_classifier, predict
-from midistyle.fitting import classification_metrics
+from midistyle.directions import Direction, parse_direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, atomic_write_text
+from midistyle.fitting import classification_metrics
 from midistyle.judge import judge_probs, load_judge
 from midistyle.model import load_vae
 from midistyle.roll import RollError, RollSpec, Timing, read_piece, stitch_windows
@@ -322,13 +324,13 @@ def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: 
                     for s, files in pieces.items()}
     ok = [r for r in rows if r["status"] == "ok"]
     recon_of = {r["source_file"]: paths.transfers / r["output_file"] for r in ok if r["method"] == RECONSTRUCTION}
-    records: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (system, direction) -> per-piece records
-    sources: dict[str, list[str]] = defaultdict(list)  # direction -> source files
+    records: dict[tuple[str, Direction], list[dict]] = defaultdict(list)  # (system, direction) -> per-piece records
+    sources: dict[Direction, list[str]] = defaultdict(list)  # direction -> source files
     for r in ok:
         if r["method"] not in METHODS:
             continue
         src_style, tgt_style, file = r["source_style"], r["target_style"], r["source_file"]
-        direction = f"{src_style}_to_{tgt_style}"
+        direction = Direction(src_style, tgt_style)
         target = style_id[tgt_style]
         source = listener.hear(paths.raw / file)
         out = {"file": file, "source_style": src_style, "target_style": tgt_style}
@@ -354,13 +356,12 @@ def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: 
     systems: dict[str, dict] = {}
     for system in (*[m for m in METHODS if any(k[0] == m for k in records)], *BASELINES):
         directions = {}
-        for d in sorted(sources):
+        for d in sorted(sources, key=attrgetter("key")):  # the order of the text keys, as before
             recs = records.get((system, d), [])
             if not recs:
                 continue
-            tgt_style = d.split("_to_", 1)[1] if "_to_" in d else d
             src_stats = [listener.hear(paths.raw / f).stats for f in sources[d]]
-            directions[d] = aggregate(recs, src_stats, target_stats[tgt_style])
+            directions[d.key] = aggregate(recs, src_stats, target_stats[d.target])
         if directions:
             systems[system] = {"mean": summarise(directions), "directions": directions}
     failed = [r for r in rows if r["status"] != "ok"]
@@ -406,7 +407,7 @@ def evaluate_curve(paths: EvalPaths, listener: Listener, styles: list[str], boun
 def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listener: Listener, styles: list[str],
                bounds: dict[str, np.ndarray], raw_dir: Path) -> list[dict]:
     """The rows of one method and direction: every grid value's windows judged, plausibility and content kept."""
-    target_style = direction.split("_to_", 1)[1]
+    target_style = parse_direction(direction, styles).target
     target = styles.index(target_style)
     decoded, lengths = sweep["decoded"], sweep["length"]
     G, N = decoded.shape[:2]

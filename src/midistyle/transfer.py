@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
 from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
+from midistyle.directions import Direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, staged_dir
 from midistyle.model import StyleVAE, load_vae
@@ -308,7 +309,7 @@ class ChosenSettings:
     styles: list[str]
     guided_lr: float
     guided_distance_weight: float
-    chosen: dict[str, dict[str, float]]  # method -> "<source>_to_<target>" -> alpha or guided steps
+    chosen: dict[str, dict[str, float]]  # method -> Direction.key -> alpha or guided steps
     path: str = "models/transfer_settings.json"
 
     def for_direction(self, method: str, source: str, target: str) -> TransferSettings:
@@ -316,7 +317,7 @@ class ChosenSettings:
         base = TransferSettings(guided_lr=self.guided_lr, guided_distance_weight=self.guided_distance_weight)
         if method == RECONSTRUCTION:
             return base
-        direction = f"{source}_to_{target}"
+        direction = Direction(source, target).key
         value = self.chosen.get(method, {}).get(direction)
         if value is None:
             raise UserError(f"{self.path}: no setting chosen for {method} {direction} "
@@ -358,7 +359,7 @@ def output_path(method: str, source: str, target: str, file: str) -> str:
     name = piece_name(file, source)
     if method == RECONSTRUCTION:
         return f"{RECONSTRUCTION}/{source}/{name}"
-    return f"{method}/{source}_to_{target}/{name}"
+    return f"{method}/{Direction(source, target).key}/{name}"
 
 
 def write_roll(roll: np.ndarray, spec: RollSpec, timing: Timing, path: str | Path) -> Path:

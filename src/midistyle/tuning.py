@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from midistyle import musicstats as ms
+from midistyle.directions import Direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, staged_dir
 from midistyle.roll import read_piece
@@ -178,7 +179,7 @@ def _tune_source(model: StyleTransfer, source: str, files: list[str], tp, base: 
     for t, target in enumerate(model.styles):
         if t == s:
             continue
-        direction = f"{source}_to_{target}"
+        direction = Direction(source, target).key
         for method in tp.methods:
             grid = grid_of(method, tp)
             decoded = (sweep(model, windows, mu, method, s, t, grid, base) if mu is not None
