@@ -152,3 +152,5 @@ def test_stage_logs_to_mlflow(tmp_path, monkeypatch, project):
     assert {"judge_test_accuracy", "latent_classifier_test_balanced_accuracy", "judge_val_accuracy"} <= set(run.data.metrics)
     artifacts = {a.path for a in mlf.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/c.pt", "model/j.pt"}
+    for path in (tmp_path / "c.pt", tmp_path / "j.pt"):  # the stage outputs name no MLflow run
+        assert not [k for k in torch.load(path, weights_only=True) if "run" in k or "mlflow" in k]
