@@ -188,3 +188,44 @@ def test_no_stage_depends_on_mlflow_settings(stage):
 def test_params_read_follows_aliases():
     read = params_read(ROOT / "src" / "midistyle" / "tuning.py")
     assert ("transfer", "methods") in read and ("transfer",) not in read
+
+
+# ---------------------------------------------------------------- paths
+def layout_paths() -> dict[str, str]:
+    from midistyle import layout
+
+    return {name: value.as_posix() for name, value in vars(layout).items() if isinstance(value, Path)}
+
+
+def _out_names(entries: list) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in entries}
+
+
+def test_dvc_yaml_spells_the_paths_of_midistyle_layout():
+    known = set(layout_paths().values())
+    spelled = set()
+    for stage in STAGES.values():
+        spelled |= {d for d in stage["deps"] if not d.endswith(".py")}
+        spelled |= _out_names(stage.get("outs", [])) | _out_names(stage.get("metrics", []))
+        spelled |= _out_names(stage.get("plots", []))
+    assert sorted(spelled - known) == []
+    assert sorted(known - spelled) == ["models/tmp/vae-last.pt"]  # the only path that is no DVC out
+
+
+def test_train_paths_default_to_the_layout():
+    # train.Paths is spelled in train.py (under change elsewhere); it must agree with midistyle.layout.
+    from midistyle import layout
+    from midistyle.train import Paths
+
+    assert Paths() == Paths(layout.SHARDS, layout.VAE, layout.TRAIN_METRICS, layout.TRAIN_CURVES, layout.VAE_LAST)
+
+
+def test_each_path_is_spelled_once_in_src():
+    spelled = {}
+    for path in sorted((ROOT / "src" / "midistyle").glob("*.py")):
+        if path.name in ("layout.py", "train.py", "ablation.py"):  # train.py: see above; ablation reads DVC's metric keys
+            continue
+        for value in layout_paths().values():
+            if f'"{value}"' in path.read_text():
+                spelled.setdefault(value, []).append(path.name)
+    assert spelled == {}

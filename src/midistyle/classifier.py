@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from midistyle import layout
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected, shuffled_batches
@@ -200,9 +201,9 @@ def check_vae_matches(ckpt: dict, index: ShardIndex, vae_path: str | Path) -> No
         raise UserError(f"{vae_path}: trained on another piano-roll grid than {index.root} (re-run `dvc repro train_vae`)")
 
 
-def train_stage(params, shards_dir: str | Path = "data/shards", vae_path: str | Path = "models/vae.pt",
-                classifier_path: str | Path = "models/latent_classifier.pt", judge_path: str | Path = "models/judge.pt",
-                metrics_path: str | Path = "metrics/classifier.json") -> dict:
+def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | Path = layout.VAE,
+                classifier_path: str | Path = layout.CLASSIFIER, judge_path: str | Path = layout.JUDGE,
+                metrics_path: str | Path = layout.CLASSIFIER_METRICS) -> dict:
     """The ``train_classifier`` stage: latent classifier + style regions, then the judge.
 
     Writes both checkpoints and ``metrics/classifier.json`` (test accuracy,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
+from midistyle import layout
 from midistyle.config import Params, Source
 from midistyle.errors import UserError
 from midistyle.fetch import copy_atomic, extract_archive, fetch_url, is_midi_name, url_kind
@@ -317,8 +318,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- the stage
-def download_all(params: Params, out_dir: Path = Path("data/raw"),
-                 metrics_path: Path | None = Path("metrics/download.json")) -> list[dict]:
+def download_all(params: Params, out_dir: Path = layout.RAW,
+                 metrics_path: Path | None = layout.DOWNLOAD_METRICS) -> list[dict]:
     """Build ``out_dir`` from the selected profile; returns the manifest rows.
 
     Work happens in ``<out_dir>.partial``; the old ``out_dir`` is replaced only

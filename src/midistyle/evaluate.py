@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from midistyle import layout
 from midistyle import musicstats as ms
 from midistyle.classifier import encode_rolls, load_classifier, predict
 from midistyle.directions import Direction, parse_direction
@@ -256,19 +257,19 @@ def plausibility_summary(bounds: dict[str, np.ndarray], real_ok: np.ndarray, sty
 # ---------------------------------------------------------------- the stage
 @dataclass(frozen=True)
 class EvalPaths:
-    shards: Path = Path("data/shards")
-    raw: Path = Path("data/raw")
-    splits: Path = Path("data/splits.json")
-    transfers: Path = Path("data/transfers")
-    vae: Path = Path("models/vae.pt")
-    classifier: Path = Path("models/latent_classifier.pt")
-    judge: Path = Path("models/judge.pt")
-    report: Path = Path("data/report")
-    metrics: Path = Path("metrics/eval.json")
-    curves: Path = Path("metrics/train_vae_curves.csv")
-    settings: Path = Path("models/transfer_settings.json")
-    sweep: Path = Path("data/transfer_sweep")
-    curve_csv: Path = Path("metrics/strength_content.csv")
+    shards: Path = layout.SHARDS
+    raw: Path = layout.RAW
+    splits: Path = layout.SPLITS
+    transfers: Path = layout.TRANSFERS
+    vae: Path = layout.VAE
+    classifier: Path = layout.CLASSIFIER
+    judge: Path = layout.JUDGE
+    report: Path = layout.REPORT
+    metrics: Path = layout.EVAL_METRICS
+    curves: Path = layout.TRAIN_CURVES
+    settings: Path = layout.TRANSFER_SETTINGS
+    sweep: Path = layout.TRANSFER_SWEEP
+    curve_csv: Path = layout.STRENGTH_CONTENT
 
 
 def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from midistyle import layout
 from midistyle.config import Params
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, sha256_file, staged_dir
@@ -105,8 +106,8 @@ def _process(task: tuple) -> dict:
     }
 
 
-def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("data/shards"),
-            splits_path: Path = Path("data/splits.json"), metrics_path: Path = Path("metrics/extract.json"),
+def extract(params: Params, raw_dir: Path = layout.RAW, out_dir: Path = layout.SHARDS,
+            splits_path: Path = layout.SPLITS, metrics_path: Path = layout.EXTRACT_METRICS,
             skipped_path: Path | None = None, progress: bool = True) -> dict:
     """Run the extract stage; returns the metrics it writes."""
     t0 = time.perf_counter()

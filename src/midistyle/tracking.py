@@ -50,6 +50,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from midistyle import layout
 from midistyle.config import Params, as_dict, flatten
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ def _reopen(mlf, run_id: str, exp_id: str) -> Run | None:
     return Run(mlf, run_id)
 
 
-def find_runs_for_output(path: str | Path = "models/vae.pt", md5: str | None = None,
+def find_runs_for_output(path: str | Path = layout.VAE, md5: str | None = None,
                          experiment: str = "midistyle") -> list[str]:
     """Ids of the runs (newest first) that produced this output, matched by its md5."""
     md5 = md5 or file_md5(path)
@@ -312,7 +313,7 @@ def find_runs_for_output(path: str | Path = "models/vae.pt", md5: str | None = N
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="List the MLflow runs that produced a pipeline output (by its md5).")
-    ap.add_argument("path", nargs="?", default="models/vae.pt")
+    ap.add_argument("path", nargs="?", default=str(layout.VAE))
     ap.add_argument("--experiment", default="midistyle")
     args = ap.parse_args(argv)
     runs = find_runs_for_output(args.path, experiment=args.experiment)

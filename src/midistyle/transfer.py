@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from midistyle import layout
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
 from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
 from midistyle.directions import Direction
@@ -147,7 +148,7 @@ class StyleTransfer:
         self.device = torch.device(device)
 
     @classmethod
-    def load(cls, vae_path: str | Path = "models/vae.pt", classifier_path: str | Path = "models/latent_classifier.pt",
+    def load(cls, vae_path: str | Path = layout.VAE, classifier_path: str | Path = layout.CLASSIFIER,
              device: torch.device | str = "cpu") -> "StyleTransfer":
         """Load both checkpoints and check that they belong together."""
         vae, vae_ckpt = load_vae(vae_path, map_location=device)
@@ -310,7 +311,7 @@ class ChosenSettings:
     guided_lr: float
     guided_distance_weight: float
     chosen: dict[str, dict[str, float]]  # method -> Direction.key -> alpha or guided steps
-    path: str = "models/transfer_settings.json"
+    path: str = str(layout.TRANSFER_SETTINGS)
 
     def for_direction(self, method: str, source: str, target: str) -> TransferSettings:
         """The settings of one direction (a reconstruction takes none)."""
@@ -403,10 +404,10 @@ def select_pieces(raw_dir: str | Path, splits_path: str | Path, styles: list[str
 
 
 # ---------------------------------------------------------------- the transfer stage
-def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | Path = "data/splits.json",
-                   vae_path: str | Path = "models/vae.pt", classifier_path: str | Path = "models/latent_classifier.pt",
-                   out_dir: str | Path = "data/transfers",
-                   settings_path: str | Path = "models/transfer_settings.json") -> dict:
+def transfer_stage(params, raw_dir: str | Path = layout.RAW, splits_path: str | Path = layout.SPLITS,
+                   vae_path: str | Path = layout.VAE, classifier_path: str | Path = layout.CLASSIFIER,
+                   out_dir: str | Path = layout.TRANSFERS,
+                   settings_path: str | Path = layout.TRANSFER_SETTINGS) -> dict:
     """Transfer every test piece to every other style by every method, plus its reconstruction,
     with the settings chosen per direction on validation pieces (``models/transfer_settings.json``).
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from midistyle import layout
 from midistyle import musicstats as ms
 from midistyle.directions import Direction
 from midistyle.errors import UserError
@@ -59,13 +60,13 @@ class SourceWindows:
 
 @dataclass(frozen=True)
 class TunePaths:
-    raw: Path = Path("data/raw")
-    splits: Path = Path("data/splits.json")
-    shards: Path = Path("data/shards")
-    vae: Path = Path("models/vae.pt")
-    classifier: Path = Path("models/latent_classifier.pt")
-    settings: Path = Path("models/transfer_settings.json")
-    sweep: Path = Path("data/transfer_sweep")
+    raw: Path = layout.RAW
+    splits: Path = layout.SPLITS
+    shards: Path = layout.SHARDS
+    vae: Path = layout.VAE
+    classifier: Path = layout.CLASSIFIER
+    settings: Path = layout.TRANSFER_SETTINGS
+    sweep: Path = layout.TRANSFER_SWEEP
 
 
 # ---------------------------------------------------------------- windows
