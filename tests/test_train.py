@@ -360,3 +360,14 @@ def test_identical_logged_runs_write_identical_checkpoints(shards, tmp_path, mon
         train(params, paths, progress=False)
         outputs.append(paths.model.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_the_no_op_run_has_exactly_the_methods_of_a_real_run():
+    null = tracking.NullRun()
+    methods = [n for n, v in vars(tracking.Run).items() if callable(v) and not n.startswith("_")]
+    assert {"log_metrics", "log_params", "set_tags", "tag_outputs", "log_artifact"} <= set(methods)
+    for name in methods:
+        getattr(null, name)()
+    for name in ("log_metric", "log_param", "set_tag", "end_run"):  # names mlflow's fluent API has, Run does not
+        with pytest.raises(AttributeError, match=name):
+            getattr(null, name)

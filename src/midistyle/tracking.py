@@ -178,18 +178,6 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class NullRun:
-    """What ``start_run`` yields with ``mlflow.enabled: false``: every method does nothing."""
-
-    enabled = False
-    run_id: str | None = None
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return lambda *args, **kwargs: None
-
-
 class Run:
     """One MLflow run, logged through an explicit client (no global fluent state)."""
 
@@ -233,6 +221,22 @@ class Run:
     def tag_outputs(self, *paths: str | Path) -> None:
         """Tag the run with each output's md5 (as in dvc.lock): see the module docstring."""
         self.set_tags({OUT_TAG + Path(p).as_posix(): file_md5(p) for p in paths})
+
+
+class NullRun:
+    """What ``start_run`` yields with ``mlflow.enabled: false``: every method of :class:`Run` does nothing.
+
+    Only :class:`Run`'s methods exist here, so a call a real run would refuse
+    fails with tracking off too.
+    """
+
+    enabled = False
+    run_id: str | None = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or not callable(getattr(Run, name, None)):
+            raise AttributeError(f"{type(self).__name__} has no {name!r} (nor has Run)")
+        return lambda *args, **kwargs: None
 
 
 def run_tags(params: Params, stage: str) -> dict[str, str]:
