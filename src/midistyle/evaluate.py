@@ -62,8 +62,11 @@ from midistyle.fileio import atomic_write_json, atomic_write_text
 from midistyle.fitting import classification_metrics
 from midistyle.judge import judge_probs, load_judge
 from midistyle.model import load_vae
+from midistyle.recon import add_counts, count_cells, reconstruct, scores
+from midistyle.report import write_report
 from midistyle.roll import RollError, RollSpec, Timing, read_piece, stitch_windows
 from midistyle.shards import ShardIndex
+from midistyle.tracking import start_run
 from midistyle.transfer import (
     KNOBS,
     METHODS,
@@ -202,8 +205,6 @@ def score_real_windows(index: ShardIndex, vae, classifier, judge, threshold: flo
                        seed: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Judge and latent classifier on every test window; plausibility bounds per style from them;
     reconstruction (and its plausible share) on a seeded sample of them."""
-    from midistyle.recon import add_counts, count_cells, reconstruct, scores
-
     test = index.load_split("test")
     styles = index.styles
     spb = index.spec.steps_per_beat
@@ -274,9 +275,6 @@ class EvalPaths:
 
 def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
     """Run the evaluate stage: writes ``metrics/eval.json`` and ``data/report/``, logs both to MLflow."""
-    from midistyle.report import write_report
-    from midistyle.tracking import start_run
-
     t0 = time.perf_counter()
     index = ShardIndex.open(paths.shards)
     vae, vae_ckpt = load_vae(paths.vae)

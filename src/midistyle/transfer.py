@@ -47,9 +47,11 @@ from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
 from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
 from midistyle.directions import Direction
 from midistyle.errors import UserError
+from midistyle.extract import read_manifest as read_raw_manifest
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, staged_dir
 from midistyle.model import StyleVAE, load_vae
-from midistyle.roll import PieceRoll, RollSpec, Timing, Window, iter_windows, roll_to_midi, stitch_windows, write_midi
+from midistyle.roll import (PieceRoll, RollSpec, Timing, Window, iter_windows, read_piece, roll_to_midi, stitch_windows,
+                            write_midi)
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +387,6 @@ def select_test_pieces(raw_dir: str | Path, splits_path: str | Path, styles: lis
 def select_pieces(raw_dir: str | Path, splits_path: str | Path, styles: list[str], cap: int | None, seed: int,
                   split: str) -> dict[str, list[str]]:
     """Files of ``split`` per style (``data/splits.json``), a seeded choice of ``cap`` when capped."""
-    from midistyle.extract import read_manifest as read_raw_manifest
-
     splits_path = Path(splits_path)
     if not splits_path.exists():
         raise UserError(f"{splits_path}: no splits (run `dvc repro extract` first)")
@@ -462,7 +462,6 @@ _PIECE_ERRORS = (UserError, OSError, ValueError, RuntimeError)  # one piece (or 
 
 def _transfer_batch(model: StyleTransfer, files: list[str], jobs: list[Job], raw_dir: Path, tmp: Path) -> list[dict]:
     """Manifest rows of a batch of pieces: read each, transfer them together, write each."""
-    from midistyle.roll import read_piece
 
     rows, read = [], {}
     for file in files:
