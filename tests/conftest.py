@@ -53,3 +53,24 @@ def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="session")
+def style_project(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny two-style project up to the transfer stage, built once per session (tests that change it copy it)."""
+    from tests.helpers_style import build_project, one_thread
+
+    with one_thread():
+        return build_project(tmp_path_factory.mktemp("style_project"))
+
+
+@pytest.fixture(scope="session")
+def evaluated_style_project(style_project):
+    """The tiny project after the evaluate stage (metrics/eval.json and data/report/), once per session."""
+    from midistyle.evaluate import evaluate
+    from tests.helpers_style import eval_paths, one_thread, write_curves
+
+    with one_thread():
+        write_curves(style_project.root / "metrics" / "train_vae_curves.csv")
+        evaluate(style_project.params, eval_paths(style_project))
+    return style_project

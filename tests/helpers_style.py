@@ -5,10 +5,11 @@ Two styles a small network tells apart in a few steps:
 * ``calm``: half-note triads low in the keyboard, C major;
 * ``busy``: running sixteenth notes high up, with chromatic steps.
 
-:func:`tiny_project` builds raw MIDI + manifest -> extract -> a small VAE
+:func:`build_project` builds raw MIDI + manifest -> extract -> a small VAE
 (trained for a few dozen steps here, in the checkpoint format of the
 train_vae stage) -> train_classifier -> tune_transfer -> transfer, once per test session, under
-pytest's temporary folder. Nothing is written into the repository.
+pytest's temporary folder (the session fixtures ``style_project`` and
+``evaluated_style_project`` in conftest.py). Nothing is written into the repository.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +190,17 @@ class Project:
         return RollSpec.from_params(self.params.extract)
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and a shared 2-core machine does not thrash; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def build_project(root: Path, params: Params | None = None, transfer: bool = True) -> Project:
     """Run the pipeline up to the transfer stage on the tiny corpus (a few seconds)."""
     from midistyle.classifier import train_stage
@@ -194,8 +208,6 @@ def build_project(root: Path, params: Params | None = None, transfer: bool = Tru
     from midistyle.transfer import transfer_stage
     from midistyle.tuning import tune_stage
 
-    # Tiny models run fastest on one thread, and a shared 2-core machine does not thrash.
-    torch.set_num_threads(1)
     params = params or tiny_params()
     p = Project(root, params)
     make_raw(p.raw)
@@ -227,27 +239,3 @@ def write_curves(path: Path) -> Path:
              for e in range(1, 5)]
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-_PROJECTS: dict[tuple[str, str], Project] = {}
-
-
-def tiny_project(tmp_path_factory) -> Project:
-    """The tiny project up to the transfer stage, built once per test session (tests that change it copy it)."""
-    key = (str(tmp_path_factory.getbasetemp()), "transfer")
-    if key not in _PROJECTS:
-        _PROJECTS[key] = build_project(tmp_path_factory.mktemp("style_project"))
-    return _PROJECTS[key]
-
-
-def evaluated_project(tmp_path_factory) -> Project:
-    """The tiny project after the evaluate stage (metrics/eval.json and data/report/), once per session."""
-    from midistyle.evaluate import evaluate
-
-    key = (str(tmp_path_factory.getbasetemp()), "evaluate")
-    if key not in _PROJECTS:
-        p = tiny_project(tmp_path_factory)
-        write_curves(p.root / "metrics" / "train_vae_curves.csv")
-        evaluate(p.params, eval_paths(p))
-        _PROJECTS[key] = p
-    return _PROJECTS[key]

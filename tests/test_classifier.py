@@ -7,33 +7,30 @@ import pytest
 import torch
 
 from midistyle.classifier import (
-    FitSettings,
     LatentClassifier,
     ClassifierConfig,
-    class_weights,
-    classification_metrics,
-    fit_selected,
     load_classifier,
     predict,
     style_regions,
 )
 from midistyle.errors import UserError
+from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
 from midistyle.judge import RollJudge, JudgeConfig, judge_probs, load_judge
-from tests.helpers_style import STYLES, tiny_project
+from tests.helpers_style import STYLES, one_thread
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return tiny_project(tmp_path_factory)
+def project(style_project):
+    """The session's tiny project, on one thread while this module's tests run (restored after)."""
+    with one_thread():
+        yield style_project
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def single_thread():
     """Tiny networks: one thread is fastest, and does not thrash a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 def test_classification_metrics_balanced_accuracy_and_confusion():
@@ -155,3 +152,5 @@ def test_stage_logs_to_mlflow(tmp_path, monkeypatch, project):
     assert {"judge_test_accuracy", "latent_classifier_test_balanced_accuracy", "judge_val_accuracy"} <= set(run.data.metrics)
     artifacts = {a.path for a in mlf.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/c.pt", "model/j.pt"}
+    for path in (tmp_path / "c.pt", tmp_path / "j.pt"):  # the stage outputs name no MLflow run
+        assert not [k for k in torch.load(path, weights_only=True) if "run" in k or "mlflow" in k]

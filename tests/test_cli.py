@@ -9,13 +9,15 @@ import pytest
 
 from midistyle.cli import main
 from midistyle.roll import RollSpec, read_piece
-from tests.helpers_style import REPO, tiny_project
+from tests.helpers_style import REPO, one_thread
 from tests.midi_fixtures import piece, to_bytes
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return tiny_project(tmp_path_factory)
+def project(style_project):
+    """The session's tiny project, on one thread while this module's tests run (restored after)."""
+    with one_thread():
+        yield style_project
 
 
 @pytest.fixture

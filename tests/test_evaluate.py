@@ -14,7 +14,7 @@ from midistyle import audio
 from midistyle import musicstats as ms
 from midistyle.errors import UserError
 from midistyle.roll import ONSET, SOUNDING
-from tests.helpers_style import eval_paths, evaluated_project, tiny_params
+from tests.helpers_style import eval_paths, one_thread, tiny_params
 
 P = 51
 LOW = 34  # pitch row 0 = MIDI 34 (A#1); row 2 = C2
@@ -30,8 +30,10 @@ def roll_of(notes, T=64):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return evaluated_project(tmp_path_factory)
+def project(evaluated_style_project):
+    """The session's evaluated tiny project, on one thread while this module's tests run (restored after)."""
+    with one_thread():
+        yield evaluated_style_project
 
 
 @pytest.fixture(scope="module")

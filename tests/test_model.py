@@ -36,6 +36,13 @@ def overfit(shards):
     batch = shards.load_split("train").take(slice(0, 8))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: one thread is as fast, and robust to a busy machine
+    try:
+        return _overfit(batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _overfit(batch):
     torch.manual_seed(0)
     vae = StyleVAE(CFG)
     opt = torch.optim.Adam(vae.parameters(), lr=5e-3)
@@ -49,7 +56,6 @@ def overfit(shards):
         opt.step()
     vae.eval()
     threshold, _, _ = tune_threshold(vae, batch)
-    torch.set_num_threads(threads)
     return vae, batch, threshold
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers_style import evaluated_project
-
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -23,8 +21,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    return evaluated_project(tmp_path_factory).report / "index.html"
+def report(evaluated_style_project) -> Path:
+    return evaluated_style_project.report / "index.html"
 
 
 def chromium(*args: str, timeout: int = 90) -> subprocess.CompletedProcess:

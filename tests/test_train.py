@@ -344,7 +344,30 @@ def test_a_training_run_is_logged_to_mlflow(shards, tmp_path, monkeypatch):
                      for suffix in ("-original.mid", "-reconstruction.mid", ".png")}
     assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} == {"model/vae.pt"}
     ckpt = torch.load(paths.model, weights_only=True)
-    assert ckpt["mlflow_run_id"] == run.info.run_id
+    assert "mlflow_run_id" not in ckpt and "mlflow" not in ckpt["params"]  # the stage output names no run
     # the run that produced models/vae.pt is found from the file's md5 (what dvc.lock records)
     assert tags[f"dvc_out_md5.{paths.model.as_posix()}"] == tracking.file_md5(paths.model)
     assert tracking.find_runs_for_output(paths.model, experiment="midistyle-test") == [run.info.run_id]
+
+
+def test_identical_logged_runs_write_identical_checkpoints(shards, tmp_path, monkeypatch):
+    """The MLflow run id and experiment stay out of models/vae.pt: two identical runs write the same bytes."""
+    monkeypatch.setenv("MIDISTYLE_MLFLOW_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    outputs = []
+    for name in ("one", "two"):
+        params = tiny_params(train={"epochs": 1}, mlflow={"enabled": True, "experiment": f"midistyle-{name}"})
+        paths = paths_in(tmp_path / name, shards)
+        train(params, paths, progress=False)
+        outputs.append(paths.model.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_the_no_op_run_has_exactly_the_methods_of_a_real_run():
+    null = tracking.NullRun()
+    methods = [n for n, v in vars(tracking.Run).items() if callable(v) and not n.startswith("_")]
+    assert {"log_metrics", "log_params", "set_tags", "tag_outputs", "log_artifact"} <= set(methods)
+    for name in methods:
+        getattr(null, name)()
+    for name in ("log_metric", "log_param", "set_tag", "end_run"):  # names mlflow's fluent API has, Run does not
+        with pytest.raises(AttributeError, match=name):
+            getattr(null, name)

@@ -22,13 +22,15 @@ from midistyle.transfer import (
     piece_windows,
     transfer_stage,
 )
-from tests.helpers_style import STYLES, Project, tiny_params, tiny_project
+from tests.helpers_style import STYLES, Project, one_thread, tiny_params
 from tests.midi_fixtures import tick_piece
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return tiny_project(tmp_path_factory)
+def project(style_project):
+    """The session's tiny project, on one thread while this module's tests run (restored after)."""
+    with one_thread():
+        yield style_project
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,14 @@ import pytest
 from midistyle.errors import UserError
 from midistyle.transfer import load_chosen_settings
 from midistyle.tuning import choose, mask_lengths, read_sweep
-from tests.helpers_style import STYLES, tiny_project
+from tests.helpers_style import STYLES, one_thread
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return tiny_project(tmp_path_factory)
+def project(style_project):
+    """The session's tiny project, on one thread while this module's tests run (restored after)."""
+    with one_thread():
+        yield style_project
 
 
 def test_choose_the_smallest_value_reaching_the_target_else_the_best():

@@ -12,15 +12,16 @@ so the loss is class-weighted and models are selected on the validation split's
 *balanced* accuracy (the mean of the per-style recalls), which a classifier
 predicting the majority style cannot game.
 
-:func:`fit_selected` and :func:`classification_metrics` are shared with the
-judge (:mod:`midistyle.judge`).
+:func:`~midistyle.fitting.fit_selected` and
+:func:`~midistyle.fitting.classification_metrics` are shared with the judge
+(:mod:`midistyle.judge`).
 """
 
 from __future__ import annotations
 
-import copy
+import io
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,115 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from midistyle import layout
 from midistyle.errors import UserError
-from midistyle.model import StyleVAE, read_checkpoint
+from midistyle.fileio import atomic_write_bytes, atomic_write_json
+from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected, shuffled_batches
+from midistyle.judge import save_judge, train_judge
+from midistyle.model import StyleVAE, load_vae, read_checkpoint
 from midistyle.shards import ShardIndex
+from midistyle.tracking import start_run
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "latent_classifier"
-
-
-# ---------------------------------------------------------------- metrics
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, styles: list[str]) -> dict:
-    """Accuracy, balanced accuracy (mean recall over styles present) and confusion counts.
-
-    ``confusion[true][predicted]`` is a nested mapping of style names, so DVC and
-    the report can read it without knowing the style order.
-    """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    S = len(styles)
-    conf = np.zeros((S, S), dtype=np.int64)
-    np.add.at(conf, (y_true, y_pred), 1)
-    support = conf.sum(axis=1)
-    recalls = {styles[i]: float(conf[i, i] / support[i]) for i in range(S) if support[i]}
-    return {
-        "windows": int(len(y_true)),
-        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
-        "balanced_accuracy": float(np.mean(list(recalls.values()))) if recalls else float("nan"),
-        "recall": recalls,
-        "confusion": {styles[i]: {styles[j]: int(conf[i, j]) for j in range(S)} for i in range(S)},
-    }
-
-
-def class_weights(counts: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights ``N / (S * n_c)``: every style weighs as much in the loss."""
-    counts = np.asarray(counts, dtype=np.float64)
-    if (counts == 0).any():
-        raise UserError(f"a style has no training windows (windows per style: {counts.astype(int).tolist()})")
-    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
-
-
-# ---------------------------------------------------------------- training loop (shared with the judge)
-@dataclass(frozen=True)
-class FitSettings:
-    epochs: int
-    lr: float
-    weight_decay: float
-    patience: int  # epochs without a better val balanced accuracy before stopping
-
-
-def fit_selected(
-    model: nn.Module,
-    train_batches: Callable[[int], Iterable[tuple[tuple[torch.Tensor, ...], torch.Tensor]]],
-    validate: Callable[[nn.Module], dict],
-    weights: torch.Tensor,
-    settings: FitSettings,
-    on_epoch: Callable[[int, dict], None] | None = None,
-) -> tuple[list[dict], int]:
-    """Train with class-weighted cross-entropy; keep the epoch with the best val balanced accuracy.
-
-    ``train_batches(epoch)`` yields ``(inputs, y)`` with ``model(*inputs)`` the
-    logits; ``validate(model)`` returns
-    :func:`classification_metrics` of the validation split. The model ends up
-    holding the selected epoch's weights. Returns (history, selected epoch).
-    """
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    device = next(model.parameters()).device
-    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
-    history: list[dict] = []
-    best_state, best_key, best_epoch, stale = None, None, 0, 0
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        for inputs, y in train_batches(epoch):
-            y = y.to(device)
-            loss = loss_fn(model(*(t.to(device) for t in inputs)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            n += len(y)
-        model.eval()
-        val = validate(model)
-        row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_accuracy": val["accuracy"],
-               "val_balanced_accuracy": val["balanced_accuracy"]}
-        history.append(row)
-        if on_epoch:
-            on_epoch(epoch, row)
-        key = (val["balanced_accuracy"], val["accuracy"])
-        if best_key is None or key > best_key:
-            best_state, best_key, best_epoch, stale = copy.deepcopy(model.state_dict()), key, epoch, 0
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                log.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    return history, best_epoch
-
-
-def _shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
-    """``((x,), y)`` minibatches in a seeded order per epoch (reproducible runs)."""
-
-    def batches(epoch: int):
-        order = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(len(y)))
-        for lo in range(0, len(y), batch_size):
-            idx = order[lo : lo + batch_size]
-            yield (x[idx],), y[idx]
-
-    return batches
 
 
 # ---------------------------------------------------------------- the model
@@ -240,7 +144,7 @@ def train_latent_classifier(
         return classification_metrics(y["val"].numpy(), predict(m, x["val"]), styles)
 
     weights = class_weights(np.bincount(y["train"].numpy(), minlength=len(styles)))
-    history, best = fit_selected(model, _shuffled_batches(x["train"], y["train"], cp.batch_size, seed),
+    history, best = fit_selected(model, shuffled_batches(x["train"], y["train"], cp.batch_size, seed),
                                  validate, weights, FitSettings(cp.epochs, cp.lr, cp.weight_decay, cp.patience), on_epoch)
     metrics = {
         "selected_epoch": best,
@@ -263,9 +167,6 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.nda
 def save_classifier(path: str | Path, model: LatentClassifier, styles: list[str], regions: StyleRegions,
                     vae_latent_size: int) -> Path:
     """Write a ``weights_only``-loadable checkpoint (tensors, numbers, strings only)."""
-    from midistyle.fileio import atomic_write_bytes
-    import io
-
     buf = io.BytesIO()
     torch.save({
         "kind": CHECKPOINT_KIND,
@@ -300,19 +201,14 @@ def check_vae_matches(ckpt: dict, index: ShardIndex, vae_path: str | Path) -> No
         raise UserError(f"{vae_path}: trained on another piano-roll grid than {index.root} (re-run `dvc repro train_vae`)")
 
 
-def train_stage(params, shards_dir: str | Path = "data/shards", vae_path: str | Path = "models/vae.pt",
-                classifier_path: str | Path = "models/latent_classifier.pt", judge_path: str | Path = "models/judge.pt",
-                metrics_path: str | Path = "metrics/classifier.json") -> dict:
+def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | Path = layout.VAE,
+                classifier_path: str | Path = layout.CLASSIFIER, judge_path: str | Path = layout.JUDGE,
+                metrics_path: str | Path = layout.CLASSIFIER_METRICS) -> dict:
     """The ``train_classifier`` stage: latent classifier + style regions, then the judge.
 
     Writes both checkpoints and ``metrics/classifier.json`` (test accuracy,
     balanced accuracy and confusion of each), and logs the curves to MLflow.
     """
-    from midistyle.fileio import atomic_write_json
-    from midistyle.judge import save_judge, train_judge
-    from midistyle.model import load_vae
-    from midistyle.tracking import start_run
-
     index = ShardIndex.open(shards_dir)
     vae, ckpt = load_vae(vae_path)
     check_vae_matches(ckpt, index, vae_path)

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from midistyle import layout
 from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
 from midistyle.errors import UserError
 
-VAE_DEFAULT = "models/vae.pt"
-CLASSIFIER_DEFAULT = "models/latent_classifier.pt"
-SETTINGS_DEFAULT = "models/transfer_settings.json"
+VAE_DEFAULT = str(layout.VAE)
+CLASSIFIER_DEFAULT = str(layout.CLASSIFIER)
+SETTINGS_DEFAULT = str(layout.TRANSFER_SETTINGS)
 MAX_BARS = 512  # generate --bars
 
 

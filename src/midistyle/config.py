@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from midistyle.directions import ambiguous_pair
 from midistyle.errors import UserError
 
 
@@ -88,6 +89,9 @@ class DataParams:
                     raise ConfigError(f"{where}.profiles.{name}.{style}: no sources")
                 for i, src in enumerate(sources):
                     src.check(f"{where}.profiles.{name}.{style}[{i}]")
+            if clash := ambiguous_pair(styles):
+                raise ConfigError(f"{where}.profiles.{name}: the directions {clash[0]} and {clash[1]} would both be "
+                                  f"written {clash[0].key!r}; rename a style")
 
     @property
     def styles(self) -> dict[str, list[Source]]:

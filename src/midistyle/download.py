@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import random
 import re
-import shutil
 import sys
 import tempfile
 import warnings
@@ -34,10 +33,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
+from midistyle import layout
 from midistyle.config import Params, Source
 from midistyle.errors import UserError
 from midistyle.fetch import copy_atomic, extract_archive, fetch_url, is_midi_name, url_kind
-from midistyle.fileio import atomic_write_json, atomic_write_text, sha256_file
+from midistyle.fileio import atomic_write_json, atomic_write_text, sha256_file, staged_dir
 
 if TYPE_CHECKING:
     from music21.stream import Score
@@ -318,26 +318,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- the stage
-def download_all(params: Params, out_dir: Path = Path("data/raw"),
-                 metrics_path: Path | None = Path("metrics/download.json")) -> list[dict]:
+def download_all(params: Params, out_dir: Path = layout.RAW,
+                 metrics_path: Path | None = layout.DOWNLOAD_METRICS) -> list[dict]:
     """Build ``out_dir`` from the selected profile; returns the manifest rows.
 
     Work happens in ``<out_dir>.partial``; the old ``out_dir`` is replaced only
     after every style has pieces and the manifest is written.
     """
-    out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with staged_dir(out_dir) as partial:
         results = {style: _download_style(params, style, sources, partial)
                    for style, sources in sorted(params.data.styles.items())}
         rows = manifest_rows(results, partial)
         write_manifest(partial / "manifest.csv", rows)
-        _swap_in(partial, out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     if metrics_path is not None:
         atomic_write_json(metrics_path, download_metrics(params.data.profile, results))
     for style, res in results.items():
@@ -398,15 +390,3 @@ def download_metrics(profile: str, results: dict[str, StyleResult]) -> dict:
         "skipped_items": [{"style": s, "source": src, "reason": why}
                           for s, r in results.items() for src, why in r.skipped],
     }
-
-
-def _swap_in(partial: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``partial`` with the shortest window where neither is complete."""
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.is_symlink() or out_dir.is_file():
-        out_dir.unlink()
-    elif out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(partial, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -47,19 +47,26 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from midistyle import layout
 from midistyle import musicstats as ms
-from midistyle.classifier import classification_metrics, encode_rolls, load_classifier, predict
+from midistyle.classifier import encode_rolls, load_classifier, predict
+from midistyle.directions import Direction, parse_direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, atomic_write_text
+from midistyle.fitting import classification_metrics
 from midistyle.judge import judge_probs, load_judge
 from midistyle.model import load_vae
+from midistyle.recon import add_counts, count_cells, reconstruct, scores
+from midistyle.report import write_report
 from midistyle.roll import RollError, RollSpec, Timing, read_piece, stitch_windows
 from midistyle.shards import ShardIndex
+from midistyle.tracking import start_run
 from midistyle.transfer import (
     KNOBS,
     METHODS,
@@ -198,8 +205,6 @@ def score_real_windows(index: ShardIndex, vae, classifier, judge, threshold: flo
                        seed: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Judge and latent classifier on every test window; plausibility bounds per style from them;
     reconstruction (and its plausible share) on a seeded sample of them."""
-    from midistyle.recon import add_counts, count_cells, reconstruct, scores
-
     test = index.load_split("test")
     styles = index.styles
     spb = index.spec.steps_per_beat
@@ -253,26 +258,23 @@ def plausibility_summary(bounds: dict[str, np.ndarray], real_ok: np.ndarray, sty
 # ---------------------------------------------------------------- the stage
 @dataclass(frozen=True)
 class EvalPaths:
-    shards: Path = Path("data/shards")
-    raw: Path = Path("data/raw")
-    splits: Path = Path("data/splits.json")
-    transfers: Path = Path("data/transfers")
-    vae: Path = Path("models/vae.pt")
-    classifier: Path = Path("models/latent_classifier.pt")
-    judge: Path = Path("models/judge.pt")
-    report: Path = Path("data/report")
-    metrics: Path = Path("metrics/eval.json")
-    curves: Path = Path("metrics/train_vae_curves.csv")
-    settings: Path = Path("models/transfer_settings.json")
-    sweep: Path = Path("data/transfer_sweep")
-    curve_csv: Path = Path("metrics/strength_content.csv")
+    shards: Path = layout.SHARDS
+    raw: Path = layout.RAW
+    splits: Path = layout.SPLITS
+    transfers: Path = layout.TRANSFERS
+    vae: Path = layout.VAE
+    classifier: Path = layout.CLASSIFIER
+    judge: Path = layout.JUDGE
+    report: Path = layout.REPORT
+    metrics: Path = layout.EVAL_METRICS
+    curves: Path = layout.TRAIN_CURVES
+    settings: Path = layout.TRANSFER_SETTINGS
+    sweep: Path = layout.TRANSFER_SWEEP
+    curve_csv: Path = layout.STRENGTH_CONTENT
 
 
 def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
     """Run the evaluate stage: writes ``metrics/eval.json`` and ``data/report/``, logs both to MLflow."""
-    from midistyle.report import write_report
-    from midistyle.tracking import start_run
-
     t0 = time.perf_counter()
     index = ShardIndex.open(paths.shards)
     vae, vae_ckpt = load_vae(paths.vae)
@@ -321,13 +323,13 @@ def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: 
                     for s, files in pieces.items()}
     ok = [r for r in rows if r["status"] == "ok"]
     recon_of = {r["source_file"]: paths.transfers / r["output_file"] for r in ok if r["method"] == RECONSTRUCTION}
-    records: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (system, direction) -> per-piece records
-    sources: dict[str, list[str]] = defaultdict(list)  # direction -> source files
+    records: dict[tuple[str, Direction], list[dict]] = defaultdict(list)  # (system, direction) -> per-piece records
+    sources: dict[Direction, list[str]] = defaultdict(list)  # direction -> source files
     for r in ok:
         if r["method"] not in METHODS:
             continue
         src_style, tgt_style, file = r["source_style"], r["target_style"], r["source_file"]
-        direction = f"{src_style}_to_{tgt_style}"
+        direction = Direction(src_style, tgt_style)
         target = style_id[tgt_style]
         source = listener.hear(paths.raw / file)
         out = {"file": file, "source_style": src_style, "target_style": tgt_style}
@@ -353,13 +355,12 @@ def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: 
     systems: dict[str, dict] = {}
     for system in (*[m for m in METHODS if any(k[0] == m for k in records)], *BASELINES):
         directions = {}
-        for d in sorted(sources):
+        for d in sorted(sources, key=attrgetter("key")):  # the order of the text keys, as before
             recs = records.get((system, d), [])
             if not recs:
                 continue
-            tgt_style = d.split("_to_", 1)[1] if "_to_" in d else d
             src_stats = [listener.hear(paths.raw / f).stats for f in sources[d]]
-            directions[d] = aggregate(recs, src_stats, target_stats[tgt_style])
+            directions[d.key] = aggregate(recs, src_stats, target_stats[d.target])
         if directions:
             systems[system] = {"mean": summarise(directions), "directions": directions}
     failed = [r for r in rows if r["status"] != "ok"]
@@ -405,7 +406,7 @@ def evaluate_curve(paths: EvalPaths, listener: Listener, styles: list[str], boun
 def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listener: Listener, styles: list[str],
                bounds: dict[str, np.ndarray], raw_dir: Path) -> list[dict]:
     """The rows of one method and direction: every grid value's windows judged, plausibility and content kept."""
-    target_style = direction.split("_to_", 1)[1]
+    target_style = parse_direction(direction, styles).target
     target = styles.index(target_style)
     decoded, lengths = sweep["decoded"], sweep["length"]
     G, N = decoded.shape[:2]

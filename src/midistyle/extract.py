@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import random
 import resource
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -26,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from midistyle import layout
 from midistyle.config import Params
 from midistyle.errors import UserError
-from midistyle.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from midistyle.fileio import atomic_write_bytes, atomic_write_json, sha256_file, staged_dir
 from midistyle.roll import RollError, RollSpec, read_piece, window_batch
 from midistyle.shards import INDEX_NAME, SPLITS, Batch, ShardWriter
 
@@ -106,59 +106,56 @@ def _process(task: tuple) -> dict:
     }
 
 
-def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Path("data/shards"),
-            splits_path: Path = Path("data/splits.json"), metrics_path: Path = Path("metrics/extract.json"),
+def extract(params: Params, raw_dir: Path = layout.RAW, out_dir: Path = layout.SHARDS,
+            splits_path: Path = layout.SPLITS, metrics_path: Path = layout.EXTRACT_METRICS,
             skipped_path: Path | None = None, progress: bool = True) -> dict:
     """Run the extract stage; returns the metrics it writes."""
     t0 = time.perf_counter()
     p = params.extract
     spec = RollSpec.from_params(p)
     workers = max(1, params.data.workers)
-    # The workers start first: forked from a process that holds no collection yet,
-    # their memory does not grow with it.
-    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _InlinePool() as pool:
-        pieces = read_manifest(Path(raw_dir))
-        styles = sorted({r.style for r in pieces})
-        style_id = {s: i for i, s in enumerate(styles)}
-        split_of = split_pieces(pieces, p.split.val, p.split.test, params.seed)
+    with staged_dir(out_dir) as tmp_dir:
+        # The workers start first: forked from a process that holds no collection yet,
+        # their memory does not grow with it.
+        with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _InlinePool() as pool:
+            pieces = read_manifest(Path(raw_dir))
+            styles = sorted({r.style for r in pieces})
+            style_id = {s: i for i, s in enumerate(styles)}
+            split_of = split_pieces(pieces, p.split.val, p.split.test, params.seed)
 
-        # Files are parsed in a seeded shuffled order so that every shard mixes styles.
-        order = list(range(len(pieces)))
-        random.Random(f"{params.seed}:order").shuffle(order)
-        max_bytes = int(p.max_file_mb * 1024 * 1024)
-        tasks = ((Path(raw_dir) / pieces[i].file, pieces[i].sha256, spec, max_bytes) for i in order)
+            # Files are parsed in a seeded shuffled order so that every shard mixes styles.
+            order = list(range(len(pieces)))
+            random.Random(f"{params.seed}:order").shuffle(order)
+            max_bytes = int(p.max_file_mb * 1024 * 1024)
+            tasks = ((Path(raw_dir) / pieces[i].file, pieces[i].sha256, spec, max_bytes) for i in order)
 
-        tmp_dir = Path(str(out_dir) + ".partial")
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        writer = ShardWriter(tmp_dir, spec, styles, p.shard_windows)
-        skipped: list[dict] = []
-        piece_rows: list[dict] = []
-        totals = Counter()
-        try:
-            results = _bounded_imap(pool, _process, tasks, ahead=4 * workers)
-            for i, res in tqdm(zip(order, results), total=len(order), desc="extract", unit="file",
-                               mininterval=1.0, disable=not progress):
-                raw = pieces[i]
-                if "error" in res:
-                    skipped.append({"style": raw.style, "file": raw.file, "reason": res["error"], "detail": res["detail"]})
-                    log.warning("skipped %s: %s (%s)", raw.file, res["error"], res["detail"])
-                    continue
-                piece_id = len(piece_rows)
-                n = len(res["lengths"])
-                split = split_of[raw.file]
-                piece_rows.append({"id": piece_id, "style": raw.style, "file": raw.file, "split": split,
-                                   "windows": n, "steps": res["steps"], "bars": res["bars"]})
-                for key, value in res["stats"].items():
-                    totals[key] += value
-                writer.add(split, Batch(res["rolls"], res["lengths"],
-                                        np.full(n, style_id[raw.style], np.int16),
-                                        np.full(n, piece_id, np.int32), res["start"]))
-            shards = writer.close()
-        except BaseException:
-            writer.abort()
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
-    try:
+            writer = ShardWriter(tmp_dir, spec, styles, p.shard_windows)
+            skipped: list[dict] = []
+            piece_rows: list[dict] = []
+            totals = Counter()
+            try:
+                results = _bounded_imap(pool, _process, tasks, ahead=4 * workers)
+                for i, res in tqdm(zip(order, results), total=len(order), desc="extract", unit="file",
+                                   mininterval=1.0, disable=not progress):
+                    raw = pieces[i]
+                    if "error" in res:
+                        skipped.append({"style": raw.style, "file": raw.file, "reason": res["error"], "detail": res["detail"]})
+                        log.warning("skipped %s: %s (%s)", raw.file, res["error"], res["detail"])
+                        continue
+                    piece_id = len(piece_rows)
+                    n = len(res["lengths"])
+                    split = split_of[raw.file]
+                    piece_rows.append({"id": piece_id, "style": raw.style, "file": raw.file, "split": split,
+                                       "windows": n, "steps": res["steps"], "bars": res["bars"]})
+                    for key, value in res["stats"].items():
+                        totals[key] += value
+                    writer.add(split, Batch(res["rolls"], res["lengths"],
+                                            np.full(n, style_id[raw.style], np.int16),
+                                            np.full(n, piece_id, np.int32), res["start"]))
+                shards = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
         rejected = len(skipped) / len(pieces)
         if rejected > p.max_reject_share:
             reasons = Counter(s["reason"] for s in skipped).most_common(3)
@@ -183,11 +180,6 @@ def extract(params: Params, raw_dir: Path = Path("data/raw"), out_dir: Path = Pa
         }
         atomic_write_json(tmp_dir / INDEX_NAME, index)
         _write_skipped(tmp_dir / "skipped.csv", skipped)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp_dir.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
 
     splits = {sp: sorted(r["file"] for r in piece_rows if r["split"] == sp) for sp in SPLITS}
     atomic_write_json(splits_path, {"seed": params.seed, "val": p.split.val, "test": p.split.test, **splits})

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stages: atomic writes, hashes, deterministic .npz."""
+"""Small file helpers shared by the stages: atomic writes, staged folders, hashes, deterministic .npz."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,42 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link or a folder tree at ``path`` if there is one."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+@contextmanager
+def staged_dir(final: str | Path) -> Iterator[Path]:
+    """Build a folder in ``<final>.partial`` and put it in place of ``final`` only if the block succeeds.
+
+    Yields a fresh, empty ``<final>.partial``. On success the old ``final`` is
+    renamed to ``<final>.old``, the new folder renamed to ``final`` and only then
+    the old one removed, so there is always a complete folder on disk under
+    one of the two names. On an error the partial folder is removed and the
+    old ``final`` is left as it was. A ``.partial`` or ``.old`` left by a
+    killed run is removed when the next run starts.
+    """
+    final = Path(final)
+    partial = final.with_name(final.name + ".partial")
+    old = final.with_name(final.name + ".old")
+    _remove(partial)
+    _remove(old)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        _remove(partial)
+        raise
+    if final.is_symlink() or final.exists():
+        os.replace(final, old)
+    os.replace(partial, final)
+    _remove(old)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from midistyle.classifier import FitSettings, class_weights, classification_metrics, fit_selected
+from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
 from midistyle.fileio import atomic_write_bytes
 from midistyle.model import read_checkpoint
 from midistyle.roll import RollSpec

@@ -29,13 +29,15 @@ import html
 import logging
 import re
 import shutil
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
 
 from midistyle import audio
 from midistyle import musicstats as ms
-from midistyle.fileio import atomic_write_text
+from midistyle.directions import Direction, parse_direction
+from midistyle.fileio import atomic_write_text, staged_dir
 from midistyle.pictures import draw_rolls
 from midistyle.roll import RollSpec, Timing, roll_to_midi, write_midi
 from midistyle.transfer import METHODS
@@ -91,8 +93,9 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "piece"
 
 
-def direction_label(direction: str) -> str:
-    return direction.replace("_to_", " → ")
+def direction_label(key: str, styles: list[str]) -> str:
+    """``source → target`` of a direction's text key (parsed against the style names: they may contain ``_to_``)."""
+    return parse_direction(key, styles).label
 
 
 # ---------------------------------------------------------------- figures
@@ -162,7 +165,7 @@ def plot_tradeoff(metrics: dict, out: Path) -> Path | None:
     return out
 
 
-def plot_strength_content(rows: list[dict], out: Path) -> Path | None:
+def plot_strength_content(rows: list[dict], styles: list[str], out: Path) -> Path | None:
     """The validation sweep: plausible strength against chroma similarity and against melody F1, one line per
     method and direction, each point labelled with its --strength (1 = the chosen setting, ringed)."""
     from matplotlib.figure import Figure
@@ -174,7 +177,7 @@ def plot_strength_content(rows: list[dict], out: Path) -> Path | None:
     lines = sorted({(r["method"], r["direction"]) for r in rows})
     for i, (method, direction) in enumerate(lines):
         pts = [r for r in rows if r["method"] == method and r["direction"] == direction]
-        label = f"{SYSTEM_LABELS.get(method, method)}: {direction_label(direction)}"
+        label = f"{SYSTEM_LABELS.get(method, method)}: {direction_label(direction, styles)}"
         for ax, x in zip(axes, ("chroma_similarity", "melody_f1")):
             _curve_line(ax, pts, x, f"C{i}", "o" if method == "attribute_vector" else "s", label)
     for ax, name in zip(axes, ("chroma similarity with the source", "melody kept (top-line F1)")):
@@ -335,7 +338,7 @@ def transfer_section(metrics: dict, tradeoff: str | None) -> str:
     out.append('<div class="grid">')
     for d in directions:
         entries = {s: data["directions"][d] for s, data in systems.items() if d in data["directions"]}
-        out.append(systems_table(entries, esc(direction_label(d))))
+        out.append(systems_table(entries, esc(direction_label(d, metrics["styles"]))))
     out.append("</div>")
     return "".join(out)
 
@@ -343,7 +346,7 @@ def transfer_section(metrics: dict, tradeoff: str | None) -> str:
 def curve_section(metrics: dict, rows: list[dict], picture: str | None) -> str:
     """The settings chosen on validation pieces, and the judged sweep to pick another strength from."""
     settings = metrics.get("transfer_settings", {})
-    chosen_rows = [[esc(SYSTEM_LABELS.get(m, m)), esc(direction_label(d)), esc(c["knob"]), num(c["value"], 3),
+    chosen_rows = [[esc(SYSTEM_LABELS.get(m, m)), esc(direction_label(d, metrics["styles"])), esc(c["knob"]), num(c["value"], 3),
                     num(c["val_score"]), "yes" if c["reached_target"] else "no"]
                    for m, dirs in settings.get("chosen", {}).items() for d, c in dirs.items()]
     out = ['<p class="note">Chosen per direction on validation pieces, never on test, without the judge: the '
@@ -374,7 +377,7 @@ def stats_section(metrics: dict) -> str:
     out = ['<div class="grid">']
     directions = sorted({d for data in systems.values() for d in data["directions"]})
     for d in directions:
-        target = d.split("_to_", 1)[1]
+        target = parse_direction(d, metrics["styles"]).target
         rows, classes = [], []
         for system, data in systems.items():
             if d not in data["directions"]:
@@ -386,7 +389,7 @@ def stats_section(metrics: dict) -> str:
         rows.append([f"real {esc(target)} pieces (target)"] + [num(target_stats[target][k], 2) for k in ms.STAT_NAMES] + [""])
         classes.append("target")
         header = ["system"] + [esc(ms.STAT_LABELS[k]) for k in ms.STAT_NAMES] + ["gap closed"]
-        out.append(table(header, rows, classes, esc(direction_label(d))))
+        out.append(table(header, rows, classes, esc(direction_label(d, metrics["styles"]))))
     out.append("</div>")
     return "".join(out)
 
@@ -436,7 +439,7 @@ def listening_section(root: Path, params, metrics: dict, listener, records: dict
     mode = audio.resolve_mode(ep.audio)
     media = MediaWriter(root, mode, ep.sample_rate, ep.audio_seconds)
     methods = [m for m in METHODS if m in metrics["transfer"]]
-    directions = sorted({d for (system, d) in records if system in methods})
+    directions = sorted({d for (system, d) in records if system in methods}, key=attrgetter("key"))
     bar_steps = spec.max_beats_per_bar * spec.steps_per_beat
     note = {"soundfont": "FluidSynth with a General MIDI piano (soundfont)", "synth": "a plain additive synthesiser",
             "none": "no audio (evaluate.audio: none)"}[mode]
@@ -449,13 +452,13 @@ def listening_section(root: Path, params, metrics: dict, listener, records: dict
             for rec in records.get((system, d), []):
                 by_file.setdefault(rec["file"], {})[system] = rec
         files = [f for f in by_file if all(m in by_file[f] for m in methods)][:k]
-        out.append(f"<h3>{esc(direction_label(d))}</h3>")
+        out.append(f"<h3>{esc(d.label)}</h3>")
         for file in files:
             out.append(_piece_block(root, media, d, file, by_file[file], methods, listener, spec, bar_steps, ep, raw_dir))
     return "".join(out)
 
 
-def _piece_block(root: Path, media: MediaWriter, direction: str, file: str, recs: dict[str, dict], methods: list[str],
+def _piece_block(root: Path, media: MediaWriter, direction: Direction, file: str, recs: dict[str, dict], methods: list[str],
                  listener, spec: RollSpec, bar_steps: int, ep, raw_dir: Path) -> str:
     src_style = recs["copy_content"]["source_style"]
     stem = safe_name(Path(file).stem)
@@ -472,7 +475,7 @@ def _piece_block(root: Path, media: MediaWriter, direction: str, file: str, recs
         p = Path(recs["reconstruction"]["output"])
         entries.append(("reconstruction", recs["reconstruction"], media.midi(p, f"{base}/reconstruction.mid"),
                         media.sound(p, f"{base}/reconstruction")))
-    target = direction.split("_to_", 1)[1]
+    target = direction.target
     for m in methods:
         p = Path(recs[m]["output"])
         name = f"{m}_to_{safe_name(target)}"
@@ -482,9 +485,9 @@ def _piece_block(root: Path, media: MediaWriter, direction: str, file: str, recs
         roll = listener.hear(Path(rec["output"])).roll if label != "source" else source.roll
         title = "source" if label == "source" else SYSTEM_LABELS.get(label, label)
         panels.append((f"{title}", _crop(roll, limit, spec)))
-    img = f"img/{safe_name(direction)}__{stem}.png"
+    img = f"img/{safe_name(direction.key)}__{stem}.png"
     draw_rolls(panels, root / img, pitch_low=spec.pitch_low, steps_per_bar=bar_steps,
-               title=f"{Path(file).name}: {direction_label(direction)}")
+               title=f"{Path(file).name}: {direction.label}")
     rows = []
     for label, rec, midi_rel, audio_rel in entries:
         player = (f'<audio controls preload="none" src="{esc(audio_rel)}"></audio>' if audio_rel
@@ -543,22 +546,15 @@ def write_report(report_dir: str | Path, params, metrics: dict, listener, record
     """Build the report in ``<report_dir>.partial`` and move it into place; returns index.html.
     ``curve``: the rows of ``metrics/strength_content.csv``."""
     report_dir = Path(report_dir)
-    tmp = Path(str(report_dir) + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "img").mkdir(parents=True)
-    try:
+    with staged_dir(report_dir) as tmp:
+        (tmp / "img").mkdir()
         curves = plot_curves(Path(paths.curves), tmp / "img" / "training_curves.png")
         tradeoff = plot_tradeoff(metrics, tmp / "img" / "tradeoff.png")
-        sweep = plot_strength_content(curve or [], tmp / "img" / "strength_content.png")
+        sweep = plot_strength_content(curve or [], metrics["styles"], tmp / "img" / "strength_content.png")
         listen = listening_section(tmp, params, metrics, listener, records, spec, Path(paths.raw))
         sweep_html = curve_section(metrics, curve or [], "img/strength_content.png" if sweep else None)
         page = render_page(metrics, params, curves is not None, tradeoff is not None, listen, sweep_html)
         atomic_write_text(tmp / "index.html", page)
-        shutil.rmtree(report_dir, ignore_errors=True)
-        tmp.rename(report_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report_dir / "index.html"
 
 

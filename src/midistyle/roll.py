@@ -37,6 +37,7 @@ import numpy as np
 import pretty_midi
 
 from midistyle.errors import UserError
+from midistyle.fileio import atomic_write_bytes
 
 RIGHT, LEFT = 0, 1
 SOUNDING, ONSET = 0, 1
@@ -813,6 +814,4 @@ def to_pretty_midi(mid: mido.MidiFile) -> pretty_midi.PrettyMIDI:
 
 def write_midi(mid: mido.MidiFile, path: str | Path) -> Path:
     """Write atomically: a temporary name in the same folder, then a rename."""
-    from midistyle.fileio import atomic_write_bytes
-
     return atomic_write_bytes(path, midi_bytes(mid))

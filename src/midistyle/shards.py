@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from midistyle import layout
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, npz_bytes, sha256_bytes, sha256_file
 from midistyle.roll import RollSpec
@@ -153,7 +154,7 @@ class ShardIndex:
         self.pieces: list[dict] = index["pieces"]
 
     @classmethod
-    def open(cls, root: str | Path = "data/shards") -> "ShardIndex":
+    def open(cls, root: str | Path = layout.SHARDS) -> "ShardIndex":
         path = Path(root) / INDEX_NAME
         if not path.exists():
             raise UserError(f"{path}: no shard index (run `dvc repro extract` first)")

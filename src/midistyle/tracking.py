@@ -50,6 +50,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from midistyle import layout
 from midistyle.config import Params, as_dict, flatten
 
 log = logging.getLogger(__name__)
@@ -177,18 +178,6 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class NullRun:
-    """What ``start_run`` yields with ``mlflow.enabled: false``: every method does nothing."""
-
-    enabled = False
-    run_id: str | None = None
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return lambda *args, **kwargs: None
-
-
 class Run:
     """One MLflow run, logged through an explicit client (no global fluent state)."""
 
@@ -232,6 +221,22 @@ class Run:
     def tag_outputs(self, *paths: str | Path) -> None:
         """Tag the run with each output's md5 (as in dvc.lock): see the module docstring."""
         self.set_tags({OUT_TAG + Path(p).as_posix(): file_md5(p) for p in paths})
+
+
+class NullRun:
+    """What ``start_run`` yields with ``mlflow.enabled: false``: every method of :class:`Run` does nothing.
+
+    Only :class:`Run`'s methods exist here, so a call a real run would refuse
+    fails with tracking off too.
+    """
+
+    enabled = False
+    run_id: str | None = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or not callable(getattr(Run, name, None)):
+            raise AttributeError(f"{type(self).__name__} has no {name!r} (nor has Run)")
+        return lambda *args, **kwargs: None
 
 
 def run_tags(params: Params, stage: str) -> dict[str, str]:
@@ -297,7 +302,7 @@ def _reopen(mlf, run_id: str, exp_id: str) -> Run | None:
     return Run(mlf, run_id)
 
 
-def find_runs_for_output(path: str | Path = "models/vae.pt", md5: str | None = None,
+def find_runs_for_output(path: str | Path = layout.VAE, md5: str | None = None,
                          experiment: str = "midistyle") -> list[str]:
     """Ids of the runs (newest first) that produced this output, matched by its md5."""
     md5 = md5 or file_md5(path)
@@ -312,7 +317,7 @@ def find_runs_for_output(path: str | Path = "models/vae.pt", md5: str | None = N
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="List the MLflow runs that produced a pipeline output (by its md5).")
-    ap.add_argument("path", nargs="?", default="models/vae.pt")
+    ap.add_argument("path", nargs="?", default=str(layout.VAE))
     ap.add_argument("--experiment", default="midistyle")
     args = ap.parse_args(argv)
     runs = find_runs_for_output(args.path, experiment=args.experiment)

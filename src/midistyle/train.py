@@ -238,6 +238,19 @@ def save_checkpoint(ckpt: dict, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def stage_checkpoint(ckpt: dict) -> dict:
+    """``models/vae.pt``: the resumable checkpoint less where the run was logged.
+
+    The MLflow run id and settings say nothing about what was computed; keeping
+    them out makes two identical runs write identical bytes, and the MLflow
+    settings no dependency of the stage. The run is found from the file's md5
+    instead (``tracking.find_runs_for_output``).
+    """
+    out = {k: v for k, v in ckpt.items() if k != "mlflow_run_id"}
+    out["params"] = {k: v for k, v in ckpt["params"].items() if k != "mlflow"}
+    return out
+
+
 def load_resumable(path: Path, key: str) -> dict | None:
     """The temporary checkpoint when it belongs to this run (same key), else None (and it is removed)."""
     if not path.exists():
@@ -440,7 +453,7 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
             return None
         metrics = finish(params, paths, vae, index, pw, history, threshold, run, device)
         ckpt = checkpoint(tp.epochs, run.run_id)
-        save_checkpoint(ckpt, paths.model)
+        save_checkpoint(stage_checkpoint(ckpt), paths.model)
         t_total = time.perf_counter() - t_start
         metrics["timing"] = {
             "wall_seconds": round(t_total, 2),

@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -43,12 +42,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from midistyle import layout
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
 from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
+from midistyle.directions import Direction
 from midistyle.errors import UserError
-from midistyle.fileio import atomic_write_bytes, atomic_write_json
+from midistyle.extract import read_manifest as read_raw_manifest
+from midistyle.fileio import atomic_write_bytes, atomic_write_json, staged_dir
 from midistyle.model import StyleVAE, load_vae
-from midistyle.roll import PieceRoll, RollSpec, Timing, Window, iter_windows, roll_to_midi, stitch_windows, write_midi
+from midistyle.roll import (PieceRoll, RollSpec, Timing, Window, iter_windows, read_piece, roll_to_midi, stitch_windows,
+                            write_midi)
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ class StyleTransfer:
         self.device = torch.device(device)
 
     @classmethod
-    def load(cls, vae_path: str | Path = "models/vae.pt", classifier_path: str | Path = "models/latent_classifier.pt",
+    def load(cls, vae_path: str | Path = layout.VAE, classifier_path: str | Path = layout.CLASSIFIER,
              device: torch.device | str = "cpu") -> "StyleTransfer":
         """Load both checkpoints and check that they belong together."""
         vae, vae_ckpt = load_vae(vae_path, map_location=device)
@@ -309,15 +312,15 @@ class ChosenSettings:
     styles: list[str]
     guided_lr: float
     guided_distance_weight: float
-    chosen: dict[str, dict[str, float]]  # method -> "<source>_to_<target>" -> alpha or guided steps
-    path: str = "models/transfer_settings.json"
+    chosen: dict[str, dict[str, float]]  # method -> Direction.key -> alpha or guided steps
+    path: str = str(layout.TRANSFER_SETTINGS)
 
     def for_direction(self, method: str, source: str, target: str) -> TransferSettings:
         """The settings of one direction (a reconstruction takes none)."""
         base = TransferSettings(guided_lr=self.guided_lr, guided_distance_weight=self.guided_distance_weight)
         if method == RECONSTRUCTION:
             return base
-        direction = f"{source}_to_{target}"
+        direction = Direction(source, target).key
         value = self.chosen.get(method, {}).get(direction)
         if value is None:
             raise UserError(f"{self.path}: no setting chosen for {method} {direction} "
@@ -359,7 +362,7 @@ def output_path(method: str, source: str, target: str, file: str) -> str:
     name = piece_name(file, source)
     if method == RECONSTRUCTION:
         return f"{RECONSTRUCTION}/{source}/{name}"
-    return f"{method}/{source}_to_{target}/{name}"
+    return f"{method}/{Direction(source, target).key}/{name}"
 
 
 def write_roll(roll: np.ndarray, spec: RollSpec, timing: Timing, path: str | Path) -> Path:
@@ -384,8 +387,6 @@ def select_test_pieces(raw_dir: str | Path, splits_path: str | Path, styles: lis
 def select_pieces(raw_dir: str | Path, splits_path: str | Path, styles: list[str], cap: int | None, seed: int,
                   split: str) -> dict[str, list[str]]:
     """Files of ``split`` per style (``data/splits.json``), a seeded choice of ``cap`` when capped."""
-    from midistyle.extract import read_manifest as read_raw_manifest
-
     splits_path = Path(splits_path)
     if not splits_path.exists():
         raise UserError(f"{splits_path}: no splits (run `dvc repro extract` first)")
@@ -403,10 +404,10 @@ def select_pieces(raw_dir: str | Path, splits_path: str | Path, styles: list[str
 
 
 # ---------------------------------------------------------------- the transfer stage
-def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | Path = "data/splits.json",
-                   vae_path: str | Path = "models/vae.pt", classifier_path: str | Path = "models/latent_classifier.pt",
-                   out_dir: str | Path = "data/transfers",
-                   settings_path: str | Path = "models/transfer_settings.json") -> dict:
+def transfer_stage(params, raw_dir: str | Path = layout.RAW, splits_path: str | Path = layout.SPLITS,
+                   vae_path: str | Path = layout.VAE, classifier_path: str | Path = layout.CLASSIFIER,
+                   out_dir: str | Path = layout.TRANSFERS,
+                   settings_path: str | Path = layout.TRANSFER_SETTINGS) -> dict:
     """Transfer every test piece to every other style by every method, plus its reconstruction,
     with the settings chosen per direction on validation pieces (``models/transfer_settings.json``).
 
@@ -421,11 +422,8 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
     chosen = load_chosen_settings(settings_path, model.styles)
     pieces = select_test_pieces(raw_dir, splits_path, model.styles, tp.max_pieces_per_style, params.seed)
     out_dir = Path(out_dir)
-    tmp = Path(str(out_dir) + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     rows: list[dict] = []
-    try:
+    with staged_dir(out_dir) as tmp:
         for source, files in pieces.items():
             jobs = style_jobs(model, chosen, source, tp.methods)
             for lo in tqdm(range(0, len(files), PIECES_PER_BATCH), desc=f"transfer {source}", unit="batch",
@@ -444,11 +442,6 @@ def transfer_stage(params, raw_dir: str | Path = "data/raw", splits_path: str | 
                    "pieces_per_style": {s: len(f) for s, f in pieces.items()}, "chosen": chosen.chosen,
                    "wall_seconds": round(time.perf_counter() - t0, 1)}
         atomic_write_json(tmp / "summary.json", summary)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("transfer: %d pieces (%d failed), %d outputs in %.1f s", n_pieces, failed, summary["outputs"],
              summary["wall_seconds"])
     return summary
@@ -469,7 +462,6 @@ _PIECE_ERRORS = (UserError, OSError, ValueError, RuntimeError)  # one piece (or 
 
 def _transfer_batch(model: StyleTransfer, files: list[str], jobs: list[Job], raw_dir: Path, tmp: Path) -> list[dict]:
     """Manifest rows of a batch of pieces: read each, transfer them together, write each."""
-    from midistyle.roll import read_piece
 
     rows, read = [], {}
     for file in files:

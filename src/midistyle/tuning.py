@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from midistyle import layout
 from midistyle import musicstats as ms
+from midistyle.directions import Direction
 from midistyle.errors import UserError
-from midistyle.fileio import atomic_write_json
+from midistyle.fileio import atomic_write_json, staged_dir
 from midistyle.roll import read_piece
 from midistyle.shards import ShardIndex
 from midistyle.transfer import KNOBS, SETTINGS_KIND, StyleTransfer, TransferSettings, audible_windows, select_pieces
@@ -59,13 +60,13 @@ class SourceWindows:
 
 @dataclass(frozen=True)
 class TunePaths:
-    raw: Path = Path("data/raw")
-    splits: Path = Path("data/splits.json")
-    shards: Path = Path("data/shards")
-    vae: Path = Path("models/vae.pt")
-    classifier: Path = Path("models/latent_classifier.pt")
-    settings: Path = Path("models/transfer_settings.json")
-    sweep: Path = Path("data/transfer_sweep")
+    raw: Path = layout.RAW
+    splits: Path = layout.SPLITS
+    shards: Path = layout.SHARDS
+    vae: Path = layout.VAE
+    classifier: Path = layout.CLASSIFIER
+    settings: Path = layout.TRANSFER_SETTINGS
+    sweep: Path = layout.TRANSFER_SWEEP
 
 
 # ---------------------------------------------------------------- windows
@@ -145,12 +146,9 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
     bounds = style_bounds(ShardIndex.open(paths.shards), "val")
     pieces = select_pieces(paths.raw, paths.splits, model.styles, tp.val_pieces_per_style, params.seed, "val")
     base = TransferSettings(guided_lr=tp.guided_lr, guided_distance_weight=tp.guided_distance_weight)
-    tmp = Path(str(paths.sweep) + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     chosen: dict[str, dict[str, float]] = {m: {} for m in tp.methods}
     selection: dict[str, dict[str, dict]] = {m: {} for m in tp.methods}
-    try:
+    with staged_dir(paths.sweep) as tmp:
         for source, files in pieces.items():
             if not files:
                 raise UserError(f"{paths.splits}: no validation pieces of style {source} to choose the transfer "
@@ -158,11 +156,6 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
             _tune_source(model, source, files, tp, base, bounds, paths, tmp, chosen, selection)
         atomic_write_json(tmp / "index.json", {"styles": model.styles, "val_pieces": pieces,
                                                "grids": {m: grid_of(m, tp) for m in tp.methods}})
-        shutil.rmtree(paths.sweep, ignore_errors=True)
-        tmp.rename(paths.sweep)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     out = {"kind": SETTINGS_KIND, "styles": model.styles, "rule": _RULE, "target_strength": tp.target_strength,
            "guided_lr": tp.guided_lr, "guided_distance_weight": tp.guided_distance_weight, "chosen": chosen,
            "selection": selection, "val_pieces": {s: len(f) for s, f in pieces.items()},
@@ -187,7 +180,7 @@ def _tune_source(model: StyleTransfer, source: str, files: list[str], tp, base: 
     for t, target in enumerate(model.styles):
         if t == s:
             continue
-        direction = f"{source}_to_{target}"
+        direction = Direction(source, target).key
         for method in tp.methods:
             grid = grid_of(method, tp)
             decoded = (sweep(model, windows, mu, method, s, t, grid, base) if mu is not None
