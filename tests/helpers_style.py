@@ -29,6 +29,7 @@ import torch
 from midistyle.config import Params, load_yaml, parse_params
 from midistyle.fileio import sha256_file
 from midistyle.model import StyleVAE, VAEConfig, checkpoint_config
+from midistyle.recon import tune_onset_threshold, tune_threshold
 from midistyle.train import model_loss
 from midistyle.roll import RollSpec
 from midistyle.shards import ShardIndex
@@ -128,8 +129,10 @@ def train_tiny_vae(index: ShardIndex, path: Path, params: Params, steps: int = 6
         loss.backward()
         opt.step()
     vae.eval()
+    threshold, _, _ = tune_threshold(vae, data.take(slice(0, 64)))  # as the stage does: a calibrated model's notes
+    tune_onset_threshold(vae, data.take(slice(0, 64)), threshold)  # often stay below 0.5
     torch.save({"kind": "vae", "model_config": checkpoint_config(vae), "model_state": vae.state_dict(),
-                "styles": index.styles, "spec": spec.to_dict(), "threshold": 0.5, "params": {}}, path)
+                "styles": index.styles, "spec": spec.to_dict(), "threshold": threshold, "params": {}}, path)
     return path
 
 

@@ -275,6 +275,17 @@ class StyleTransfer:
         probs = self.style_probs(self.encode(windows)).mean(axis=0)
         return int(probs.argmax()), probs
 
+    def sample_latents(self, style: int, n_windows: int, seed: int, smoothness: float) -> torch.Tensor:
+        """(n_windows, Z) latents of the style's Gaussian, the noise an AR(1) walk seeded by ``seed``."""
+        gen = torch.Generator().manual_seed(int(seed))
+        Z = self.regions.means.shape[1]
+        e = torch.randn(Z, generator=gen)
+        noise = [e]
+        for _ in range(n_windows - 1):
+            e = smoothness * e + math.sqrt(1 - smoothness**2) * torch.randn(Z, generator=gen)
+            noise.append(e)
+        return self.regions.means[style] + torch.stack(noise) @ self.regions.chol[style].T  # (N, Z)
+
     def generate(self, style: int, bars: int, seed: int, tempo: float = 100.0, smoothness: float = 0.6) -> tuple[np.ndarray, Timing]:
         """New music in a style: latents sampled from the style's Gaussian, one window at a time.
 
@@ -285,16 +296,7 @@ class StyleTransfer:
         spec = self.spec
         bar_steps = spec.max_beats_per_bar * spec.steps_per_beat
         n_windows = -(-bars // spec.bars_per_window)
-        gen = torch.Generator().manual_seed(int(seed))
-        Z = self.regions.means.shape[1]
-        e = torch.randn(Z, generator=gen)
-        noise = [e]
-        for _ in range(n_windows - 1):
-            e = smoothness * e + math.sqrt(1 - smoothness**2) * torch.randn(Z, generator=gen)
-            noise.append(e)
-        eps = torch.stack(noise)  # (N, Z)
-        z = self.regions.means[style] + eps @ self.regions.chol[style].T
-        decoded = self.decode(z.to(self.device))
+        decoded = self.decode(self.sample_latents(style, n_windows, seed, smoothness).to(self.device))
         W = spec.bars_per_window * bar_steps
         total = bars * bar_steps
         roll = stitch_windows([(i * W, W, decoded[i]) for i in range(n_windows)], total)
