@@ -34,30 +34,33 @@ from midistyle.train import Dist, cpu_cores, pick_device, pos_weights, to_tensor
 
 
 def analytic_forward_flops(cfg: VAEConfig, lengths: np.ndarray) -> float:
-    """Multiply-adds x 2 of the linear maps of one forward pass over a batch (gate nonlinearities left out)."""
-    P, W, Z = cfg.n_pitches, cfg.window_steps, cfg.latent_size
-    H, Hd = cfg.encoder_hidden, cfg.decoder_hidden
-    steps = float(np.sum(lengths))  # the packed encoder reads only the steps inside lengths
-    B = len(lengths)
+    """Multiply-adds x 2 of the linear maps of one forward pass over a batch (gate nonlinearities left out).
 
-    def gru(inp: int, hid: int) -> int:  # per frame: 3 gates, input and hidden projections
+    GRU steps are beat-sized: k = frames_per_step frames per step, T = W / k steps.
+    """
+    P, W, Z, k = cfg.n_pitches, cfg.window_steps, cfg.latent_size, cfg.frames_per_step
+    H, Hd = cfg.encoder_hidden, cfg.decoder_hidden
+    steps = float(np.sum(np.ceil(np.asarray(lengths) / k)))  # the packed encoder reads only the steps inside lengths
+    B, T, clock = len(lengths), W // k, cfg.steps_per_bar // k
+
+    def gru(inp: int, hid: int) -> int:  # per step: 3 gates, input and hidden projections
         return 2 * 3 * hid * (inp + hid)
 
     if cfg.encoder == "per_hand":
-        enc = steps * 2 * 2 * gru(2 * P, H)  # 2 hands x 2 directions
+        enc = steps * 2 * 2 * gru(k * 2 * P, H)  # 2 hands x 2 directions
         enc_out = 4 * H
     else:
-        enc = steps * 2 * gru(4 * P, H)
+        enc = steps * 2 * gru(k * 4 * P, H)
         enc_out = 2 * H
     dense = B * 2 * (enc_out * cfg.dense_size + 2 * cfg.dense_size * Z)
-    frame = cfg.frame_size if cfg.autoregressive else 0
-    heads = W * 2 * Hd * 2 * cfg.states * P  # the two hand heads at every step
+    frame = k * cfg.frame_size if cfg.autoregressive else 0
+    heads = T * 2 * Hd * 2 * k * cfg.states * P  # the two hand heads at every step
     if cfg.decoder == "hierarchical":
         Hc, N = cfg.conductor_hidden, cfg.bars
         conductor = 2 * Z * Hc + N * (gru(Z, Hc) + 2 * Hc * Hd)  # z -> state, GRU over bars, bar -> bottom state
-        dec = B * (conductor + W * gru(Hc + frame, Hd) + heads)
+        dec = B * (conductor + T * gru(Hc + clock + frame, Hd) + heads)
     else:
-        dec = B * (2 * Z * Hd + W * gru(Z + frame, Hd) + heads)  # z -> h0, GRU over the window, heads
+        dec = B * (2 * Z * Hd + T * gru(Z + clock + frame, Hd) + heads)  # z -> h0, GRU over the window, heads
     return enc + dense + dec
 
 
