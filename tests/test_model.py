@@ -160,3 +160,16 @@ def test_checkpoint_round_trip_through_load_vae(shards, tmp_path, monkeypatch):
     x = torch.from_numpy(shards.load_split("val").rolls[:4]).float()
     with torch.no_grad():
         torch.testing.assert_close(vae.encode(x)[0], fresh.encode(x)[0], rtol=0, atol=0)
+
+
+def test_texture_ratios_and_other_z_f1_on_hand_made_rolls():
+    true = np.zeros((1, 4, 2, 2, 3), bool)
+    true[0, 0:2, 0, :, 0] = [[True, True], [True, False]]  # one note held for 2 steps: sounding (0, 1), onset (0)
+    pred = true.copy()
+    pred[0, 2:4, 0, :, 1] = [[True, True], [True, True]]  # plus two struck notes on another pitch
+    s = scores(count_cells(pred, true, np.array([4]), other=np.zeros_like(true)))
+    assert s["f1"] == pytest.approx(2 / 3) and s["other_f1"] == 0.0
+    assert s["density_ratio"] == 3.0  # 3 onsets for 1
+    assert s["polyphony_ratio"] == 1.0  # one note at a time in both
+    same = scores(count_cells(true, true, np.array([4]), other=true))
+    assert same["density_ratio"] == same["polyphony_ratio"] == same["other_f1"] == 1.0

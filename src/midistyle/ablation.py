@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # One budget for the whole grid (half the default's epochs), so the rows compare at equal cost.
@@ -40,6 +41,7 @@ GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 COLUMNS = (("f1", "F1"), ("onset_f1", "onset F1"), ("own_minus_other", "own − other z F1"),
            ("density_ratio", "density ratio"), ("polyphony_ratio", "polyphony ratio"),
            ("kl_bits_per_window", "KL bits/window"), ("train_minutes", "training min"))
+ONE_DECIMAL = ("kl_bits_per_window", "train_minutes")
 TABLE = Path("docs/ablation.md")
 BEFORE = ("For comparison, the model before this design (4-bar windows, flat autoregressive decoder over 16th steps, "
           "Bernoulli outputs with density `pos_weight`, β = 1, z = 32; 15 epochs of 8,192 windows, main at 7ff2845): "
@@ -62,9 +64,9 @@ def queue_grid() -> None:
 
 def run_queue(jobs: int) -> None:
     dvc("queue", "start", "-j", str(jobs))
-    subprocess.run([sys.executable, "-c", "import time; time.sleep(5)"], check=True)
+    time.sleep(5)  # let the workers pick up the queue before polling it
     while any(w in dvc("queue", "status", capture=True) for w in ("Queued", "Running")):
-        subprocess.run(["sleep", "20"], check=True)
+        time.sleep(20)
 
 
 def experiment_rows(show: list) -> dict[str, dict]:
@@ -116,8 +118,8 @@ def render(rows: dict[str, dict]) -> str:
     ]
     for name, change, _ in GRID:
         values = row_values(rows.get(name, {}).get("metrics", {}))
-        cells = [f"{values[key]:.3f}" if key != "train_minutes" and key != "kl_bits_per_window" else f"{values[key]:.1f}"
-                 for key, _ in COLUMNS] if values else ["not run"] * len(COLUMNS)
+        cells = [f"{values[key]:.{1 if key in ONE_DECIMAL else 3}f}" for key, _ in COLUMNS] if values \
+            else ["not run"] * len(COLUMNS)
         lines.append(f"| `{name}` | {change} | " + " | ".join(cells) + " |")
     lines += ["", BEFORE]
     return "\n".join(lines) + "\n"
