@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                 break
         batches = batches[:n]
         pw = torch.tensor(pos_weights(index, tp), device=device)
-    cfg = VAEConfig.from_params(params.model, spec.n_pitches, spec.window_steps,
-                                spec.max_beats_per_bar * spec.steps_per_beat)
+    cfg = VAEConfig.from_params(params.model, spec)
     torch.manual_seed(params.seed)
     vae = StyleVAE(cfg).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)

@@ -113,8 +113,7 @@ def train_tiny_vae(index: ShardIndex, path: Path, params: Params, steps: int = 6
     """A small StyleVAE fitted for a few steps, saved like the train_vae stage saves its checkpoint."""
     torch.manual_seed(seed)
     spec = index.spec
-    cfg = VAEConfig.from_params(params.model, spec.n_pitches, spec.window_steps,
-                                spec.max_beats_per_bar * spec.steps_per_beat)
+    cfg = VAEConfig.from_params(params.model, spec)
     vae = StyleVAE(cfg)
     opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
     data = index.load_split("train")

@@ -183,7 +183,7 @@ def cmd_roll(args) -> None:
     if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UserError(f"{args.output}: the picture's name must end in .png, .svg or .pdf")
     draw_rolls([(Path(args.input).name, roll)], args.output, pitch_low=spec.pitch_low,
-               steps_per_bar=spec.max_beats_per_bar * spec.steps_per_beat)
+               steps_per_bar=spec.bar_steps)
     print(f"{args.output}: {len(roll)} steps, {int(np.asarray(roll)[:, :, 1].sum())} notes")
 
 

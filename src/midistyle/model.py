@@ -89,7 +89,9 @@ class VAEConfig:
         return self.window_steps // self.steps_per_bar
 
     @classmethod
-    def from_params(cls, model_params, n_pitches: int, window_steps: int, steps_per_bar: int) -> "VAEConfig":
+    def from_params(cls, model_params, spec) -> "VAEConfig":
+        """params.model and the windows' RollSpec (pitch rows, window and bar length in steps)."""
+        n_pitches, window_steps, steps_per_bar = spec.n_pitches, spec.window_steps, spec.bar_steps
         if window_steps % steps_per_bar:
             raise UserError(f"window of {window_steps} steps is not a whole number of {steps_per_bar}-step bars")
         if steps_per_bar % model_params.frames_per_step:

@@ -440,7 +440,7 @@ def listening_section(root: Path, params, metrics: dict, listener, records: dict
     media = MediaWriter(root, mode, ep.sample_rate, ep.audio_seconds)
     methods = [m for m in METHODS if m in metrics["transfer"]]
     directions = sorted({d for (system, d) in records if system in methods}, key=attrgetter("key"))
-    bar_steps = spec.max_beats_per_bar * spec.steps_per_beat
+    bar_steps = spec.bar_steps
     note = {"soundfont": "FluidSynth with a General MIDI piano (soundfont)", "synth": "a plain additive synthesiser",
             "none": "no audio (evaluate.audio: none)"}[mode]
     out = [f'<p class="note">Audio: the first {ep.audio_seconds:g} s of each piece, rendered with {note}. '

@@ -78,8 +78,13 @@ class RollSpec:
         return self.pitch_high - self.pitch_low + 1
 
     @property
+    def bar_steps(self) -> int:
+        """Steps of the longest bar a window holds (max_beats_per_bar beats)."""
+        return self.max_beats_per_bar * self.steps_per_beat
+
+    @property
     def window_steps(self) -> int:
-        return self.bars_per_window * self.max_beats_per_bar * self.steps_per_beat
+        return self.bars_per_window * self.bar_steps
 
     def to_dict(self) -> dict:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}

@@ -339,8 +339,7 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
                         f"train.batch_size {tp.batch_size} for each of {dist.world} processes")
 
     torch.manual_seed(seed)  # the initial weights
-    vae = StyleVAE(VAEConfig.from_params(params.model, index.spec.n_pitches, index.spec.window_steps,
-                                          index.spec.max_beats_per_bar * index.spec.steps_per_beat)).to(device)
+    vae = StyleVAE(VAEConfig.from_params(params.model, index.spec)).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)
     resumed = load_resumable(paths.last, key)
     if dist.world > 1:
@@ -540,7 +539,7 @@ def log_run_artifacts(run, params: Params, paths: Paths, vae: StyleVAE, index: S
                 label = f"original: {piece['style']} / {Path(piece['file']).name}, step {int(batch.start[i])}"
                 draw_rolls([(label, orig), ("probabilities (free decoding from z = mu)", probs[i, :L]),
                             (f"reconstruction (threshold {threshold:.2f})", rec)], Path(tmp) / f"{name}.png",
-                           pitch_low=spec.pitch_low, steps_per_bar=spec.max_beats_per_bar * spec.steps_per_beat)
+                           pitch_low=spec.pitch_low, steps_per_bar=spec.bar_steps)
             run.log_artifacts(tmp, "reconstructions")
     run.tag_outputs(paths.model)
 

@@ -294,7 +294,7 @@ class StyleTransfer:
         latent is still distributed as the style's Gaussian.
         """
         spec = self.spec
-        bar_steps = spec.max_beats_per_bar * spec.steps_per_beat
+        bar_steps = spec.bar_steps
         n_windows = -(-bars // spec.bars_per_window)
         decoded = self.decode(self.sample_latents(style, n_windows, seed, smoothness).to(self.device))
         W = spec.bars_per_window * bar_steps
