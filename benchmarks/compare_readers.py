@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from midistyle.config import load_params
 from midistyle.roll import RollError, RollSpec, midi_payload, read_piece, read_piece_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="a seeded selection of this many files")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="the grid: its extract section")
     args = ap.parse_args(argv)
     files = midi_files(args.paths or [CORPUS])
     if args.limit is not None and args.limit < len(files):
         files = sorted(random.Random(args.seed).sample(files, args.limit))
-    result = compare(files, RollSpec())
+    result = compare(files, RollSpec.from_params(load_params(args.params).extract))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shown = {**result, "differences": [{**r, "file": _short(r["file"])} for r in result["differences"]]}
     args.out.write_text(json.dumps(shown, indent=1) + "\n")

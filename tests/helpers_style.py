@@ -15,6 +15,7 @@ pytest's temporary folder (the session fixtures ``style_project`` and
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import random
 from collections.abc import Iterator
@@ -26,15 +27,17 @@ import numpy as np
 import pretty_midi
 import torch
 
-from midistyle.config import Params, load_yaml, parse_params
+from midistyle.config import Params
 from midistyle.fileio import sha256_file
 from midistyle.model import StyleVAE, VAEConfig, checkpoint_config
 from midistyle.recon import tune_onset_threshold, tune_threshold
 from midistyle.train import model_loss
 from midistyle.roll import RollSpec
 from midistyle.shards import ShardIndex
+from midistyle.transfer import TransferSettings
+from tests import helpers_params
+from tests.helpers_params import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STYLES = ("busy", "calm")
 
 
@@ -93,20 +96,19 @@ def make_raw(root: Path, n_pieces: int = 6, bars: int = 8) -> Path:
     return root
 
 
+CORPUS = {"extract": {"shard_windows": 16}}  # the calm/busy pieces above, on params.yaml's grid
+
+
 def tiny_params(**sections) -> Params:
-    """The repository's params.yaml with small models, few epochs and MLflow off; ``sections`` override."""
-    raw = load_yaml(REPO / "params.yaml")
-    raw["data"]["workers"] = 1
-    raw["extract"].update({"shard_windows": 16})
-    raw["model"].update({"latent_size": 8, "encoder_hidden": 16, "dense_size": 16, "decoder_hidden": 32})
-    raw["classifier"].update({"hidden": 16, "epochs": 30, "batch_size": 16, "lr": 0.01, "patience": 30})
-    raw["judge"].update({"channels": 4, "hidden": 8, "epochs": 15, "batch_size": 8, "lr": 0.01, "patience": 15})
-    raw["transfer"].update({"guided_steps_grid": [2, 5], "guided_lr": 0.2, "val_pieces_per_style": 2})
-    raw["evaluate"].update({"report_pieces_per_direction": 1, "audio": "synth", "audio_seconds": 4, "sample_rate": 8000})
-    raw["mlflow"]["enabled"] = False
-    for section, values in sections.items():
-        raw[section].update(values)
-    return parse_params(raw)
+    """params.yaml shrunk (:func:`tests.helpers_params.tiny_params`) for this corpus; ``sections`` override."""
+    return helpers_params.tiny_params(CORPUS, **sections)
+
+
+def transfer_settings(**knobs) -> TransferSettings:
+    """Settings that do not move (alpha 0, no guided steps) with the guided optimiser of :func:`tiny_params`,
+    then ``knobs``."""
+    tp = tiny_params().transfer
+    return dataclasses.replace(TransferSettings.unmoved(tp.guided_lr, tp.guided_distance_weight), **knobs)
 
 
 def train_tiny_vae(index: ShardIndex, path: Path, params: Params, steps: int = 60, seed: int = 0) -> Path:

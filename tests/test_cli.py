@@ -1,6 +1,7 @@
 """The ``midistyle`` command: transfer, styles, generate, roll, and one-line errors."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from midistyle.cli import main
-from midistyle.roll import RollSpec, read_piece
+from midistyle.roll import read_piece
 from midistyle.transfer import StyleTransfer
-from tests.helpers_style import REPO, one_thread
+from tests.helpers_params import PARAMS
+from tests.helpers_style import REPO, one_thread, transfer_settings
 from tests.midi_fixtures import piece, to_bytes
 
 
@@ -57,7 +59,7 @@ def test_transfer_writes_a_piece_at_the_source_tempo(capsys, chosen, project, tm
     code, stdout, _ = run_main(capsys, "transfer", str(src), "--to", "calm", "-o", str(out), *chosen)
     assert code == 0 and out.exists()
     assert "-> calm by attribute_vector" in stdout
-    spec = RollSpec()
+    spec = project.spec
     assert len(read_piece(out, spec).bar_starts) <= len(read_piece(src, spec).bar_starts)
     tempi = [m.tempo for t in mido.MidiFile(out).tracks for m in t if m.type == "set_tempo"]
     assert tempi == [m.tempo for t in mido.MidiFile(src).tracks for m in t if m.type == "set_tempo"]
@@ -84,7 +86,7 @@ def test_transfer_options(capsys, chosen, project, tmp_path):
 def test_strength_one_is_the_alpha_chosen_for_the_direction(capsys, chosen, project, tmp_path):
     import json
 
-    from midistyle.transfer import Job, StyleTransfer, TransferSettings, write_roll
+    from midistyle.transfer import Job, StyleTransfer, write_roll
 
     alpha = json.loads(project.settings.read_text())["chosen"]["attribute_vector"]["calm_to_busy"]
     src = project.raw / "calm" / "piece0.mid"
@@ -95,7 +97,7 @@ def test_strength_one_is_the_alpha_chosen_for_the_direction(capsys, chosen, proj
         code, _, _ = run_main(capsys, "transfer", str(src), "--to", "busy", "--from", "calm", "--strength", str(strength),
                               "-o", str(cli_out), *chosen)
         assert code == 0
-        (roll,) = model.transfer_piece(piece, [Job("attribute_vector", 1, 0, TransferSettings(alpha=alpha * strength))])
+        (roll,) = model.transfer_piece(piece, [Job("attribute_vector", 1, 0, transfer_settings(alpha=alpha * strength))])
         by_hand = write_roll(roll, model.spec, piece.timing, tmp_path / f"hand{strength}.mid")
         assert cli_out.read_bytes() == by_hand.read_bytes()
 
@@ -122,10 +124,17 @@ def test_generate_is_seeded(capsys, models, project, tmp_path):
 
 
 def test_roll_picture(capsys, project, tmp_path):
-    code, out, _ = run_main(capsys, "roll", str(project.raw / "busy" / "piece0.mid"), "-o", str(tmp_path / "r.png"),
-                            "--bars", "4")
+    src = str(project.raw / "busy" / "piece0.mid")
+    code, out, _ = run_main(capsys, "roll", src, "-o", str(tmp_path / "r.png"), "--bars", "4", "--vae", str(project.vae))
     assert code == 0 and (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "64 steps" in out
+    shutil.copy(PARAMS, tmp_path / "params.yaml")  # no trained model: the grid of params.yaml
+    code, out, _ = run_main(capsys, "roll", src, "-o", str(tmp_path / "p.png"), "--bars", "4")
+    assert code == 0 and "64 steps" in out
+    (tmp_path / "params.yaml").unlink()  # neither: no grid is made up
+    code, _, err = run_main(capsys, "roll", src, "-o", str(tmp_path / "n.png"))
+    assert code == 1 and err.strip() == ("midistyle: error: no piano-roll grid: neither models/vae.pt nor params.yaml "
+                                         "exists (name one with --vae or --params)")
 
 
 @pytest.mark.parametrize("case, match", [

@@ -5,6 +5,7 @@ benchmarks/compare_readers.py runs the comparison on the whole corpus
 files when ../shared/corpus is beside the repository, else on files built in code.
 """
 
+import dataclasses
 import importlib.util
 import json
 import warnings
@@ -14,12 +15,17 @@ import numpy as np
 import pytest
 
 from midistyle.roll import RollError, RollSpec, read_piece, read_piece_reference
+from tests.helpers_params import repo_spec
 from tests.midi_fixtures import (bad_files, no_note_offs_file, piece, program_change_mid_note, scale_piece, smpte_file,
                                  tick_piece, tricky_files, write)
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
-SPEC = RollSpec()
+SPEC = repo_spec()  # params.yaml's grid
+
+
+def grid(**changes) -> RollSpec:
+    return dataclasses.replace(SPEC, **changes)
 
 
 def load_benchmark(name: str):
@@ -85,14 +91,14 @@ def test_a_restruck_key_ends_at_the_first_note_off(tmp_path):
     # as pretty_midi and FluidSynth have it; symusic alone would pair the second note with tick 480.
     path = tmp_path / "restruck.mid"
     path.write_bytes(tricky_files()["restruck_before_note_off"])
-    roll = read_piece(path, RollSpec(single_part="duplicate")).roll
+    roll = read_piece(path, grid(single_part="duplicate")).roll
     row = 60 - SPEC.pitch_low
     assert roll[:, 0, 0, row].tolist()[:4] == [True, True, False, False]
     assert roll[:, 0, 1, row].tolist()[:2] == [True, True]  # struck at step 0 and again at step 1 (tick 100)
 
 
-@pytest.mark.parametrize("spec", [RollSpec(), RollSpec(out_of_range="drop"), RollSpec(hands="duplicate"),
-                                  RollSpec(single_part="duplicate", steps_per_beat=3, split_pitch=55)])
+@pytest.mark.parametrize("spec", [SPEC, grid(out_of_range="drop"), grid(hands="duplicate"),
+                                  grid(single_part="duplicate", steps_per_beat=3, split_pitch=55)])
 def test_built_pieces_give_identical_rolls_under_every_hand_and_range_rule(tmp_path, spec):
     pieces = {
         "scale": scale_piece(seed=2, bars=6, tempo=97.0),
@@ -135,7 +141,7 @@ def test_half_step_ties_round_exactly_to_even(tmp_path):
     # tpq 480, 4 steps per quarter: 60 ticks is half a step. Ticks 60 and 180 -> steps 0 and 2.
     path = tmp_path / "ties.mid"
     path.write_bytes(tick_piece([(60, 60, 300), (64, 180, 420)]))
-    roll = read_piece(path, RollSpec(single_part="duplicate")).roll
+    roll = read_piece(path, grid(single_part="duplicate")).roll
     assert np.nonzero(roll[:, 0, 1, 60 - SPEC.pitch_low])[0].tolist() == [0]
     assert np.nonzero(roll[:, 0, 1, 64 - SPEC.pitch_low])[0].tolist() == [2]
     assert np.nonzero(roll[:, 0, 0, 60 - SPEC.pitch_low])[0].tolist() == [0, 1]  # ends at 300 ticks: 2.5 -> 2

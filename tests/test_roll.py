@@ -1,5 +1,6 @@
 """The piano-roll contract: known notes, round trips, hands, tempo and metre."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -8,9 +9,14 @@ import pytest
 
 from midistyle.roll import (LEFT, ONSET, RIGHT, SOUNDING, RollError, RollSpec, Timing, iter_windows, load_midi,
                             midi_to_roll, roll_to_midi, roll_to_notes, stitch_windows, to_pretty_midi, window_batch)
+from tests.helpers_params import repo_spec
 from tests.midi_fixtures import piece, scale_piece, tick_piece, to_bytes
 
-SPEC = RollSpec()
+SPEC = repo_spec(bars_per_window=4, hop_bars=2)  # params.yaml's grid; the window tests count on 4-bar windows
+
+
+def grid(**changes) -> RollSpec:
+    return dataclasses.replace(SPEC, **changes)
 
 
 def row(pitch: int) -> int:
@@ -60,7 +66,7 @@ def test_single_part_is_split_at_the_split_pitch():
     r = midi_to_roll(pm, SPEC).roll
     assert r[0, RIGHT, SOUNDING, row(72)] and r[0, LEFT, SOUNDING, row(59)]
     assert r[4, RIGHT, SOUNDING, row(60)] and not r[:, LEFT, SOUNDING, row(60)].any()
-    dup = midi_to_roll(pm, RollSpec(single_part="duplicate")).roll
+    dup = midi_to_roll(pm, grid(single_part="duplicate")).roll
     assert np.array_equal(dup[:, RIGHT], dup[:, LEFT])
 
 
@@ -69,7 +75,7 @@ def test_many_parts_merge_upper_into_right_and_drums_are_dropped():
     r = midi_to_roll(satb, SPEC).roll
     assert set(np.nonzero(r[0, RIGHT, ONSET])[0]) == {row(72), row(65)}
     assert set(np.nonzero(r[0, LEFT, ONSET])[0]) == {row(50), row(43)}
-    dup = midi_to_roll(satb, RollSpec(hands="duplicate")).roll
+    dup = midi_to_roll(satb, grid(hands="duplicate")).roll
     assert np.array_equal(dup[:, RIGHT], dup[:, LEFT]) and dup[0, RIGHT, ONSET].sum() == 4
 
 
@@ -78,7 +84,7 @@ def test_out_of_range_notes_fold_or_drop_and_are_counted():
     folded = midi_to_roll(pm, SPEC)
     assert folded.stats["notes_folded"] == 2
     assert folded.roll[0, RIGHT, ONSET, row(84)] and folded.roll[0, LEFT, ONSET, row(34)]
-    dropped = midi_to_roll(pm, RollSpec(out_of_range="drop"))
+    dropped = midi_to_roll(pm, grid(out_of_range="drop"))
     assert dropped.stats["notes_dropped"] == 2 and dropped.roll[:, :, ONSET].sum() == 1
 
 
@@ -87,7 +93,7 @@ def test_grid_follows_the_tempo_map_not_the_clock():
     # wall-clock grid the last notes would drift; on the beat grid they do not.
     notes = [(60 + i, i * 480, (i + 1) * 480) for i in range(8)]
     data = tick_piece(notes, tempos=[(0, 120.0), (960, 60.0)])
-    pr = midi_to_roll(pretty_midi.PrettyMIDI(io.BytesIO(data)), RollSpec(single_part="duplicate"))
+    pr = midi_to_roll(pretty_midi.PrettyMIDI(io.BytesIO(data)), grid(single_part="duplicate"))
     onsets = sorted(np.nonzero(pr.roll[:, RIGHT, ONSET])[0].tolist())
     assert onsets == [0, 4, 8, 12, 16, 20, 24, 28]
     assert [s for s, _ in pr.timing.tempos] == [0, 8]
@@ -153,7 +159,7 @@ def test_tracks_named_for_a_hand_keep_it_even_alone_or_crossed():
     assert alone[0, LEFT, ONSET].sum() == 2 and not alone[:, RIGHT].any()
 
 
-@pytest.mark.parametrize("spec", [SPEC, RollSpec(hop_bars=1, min_notes_per_window=3), RollSpec(bars_per_window=2, max_beats_per_bar=3)])
+@pytest.mark.parametrize("spec", [SPEC, grid(hop_bars=1, min_notes_per_window=3), grid(bars_per_window=2, max_beats_per_bar=3)])
 def test_window_batch_is_iter_windows_as_arrays(spec):
     pieces = [scale_piece(seed=4, bars=9, tempo=90.0), piece([[(60, 0, 2.0), (62, 16.0, 18.0)]]),
               pretty_midi.PrettyMIDI(io.BytesIO(tick_piece([(60 + i % 12, i * 480, (i + 3) * 480) for i in range(40)],

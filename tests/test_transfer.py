@@ -9,20 +9,20 @@ import pytest
 import torch
 
 from midistyle.errors import UserError
-from midistyle.roll import RollSpec, iter_windows, midi_to_roll, read_piece
+from midistyle.roll import iter_windows, midi_to_roll, read_piece
 from midistyle.transfer import (
     METHODS,
     MANIFEST_COLUMNS,
     RECONSTRUCTION,
     Job,
     StyleTransfer,
-    TransferSettings,
     output_path,
     piece_name,
     piece_windows,
     transfer_stage,
 )
-from tests.helpers_style import STYLES, Project, one_thread, tiny_params
+from tests.helpers_params import repo_spec
+from tests.helpers_style import STYLES, Project, one_thread, tiny_params, transfer_settings
 from tests.midi_fixtures import tick_piece
 
 
@@ -45,7 +45,7 @@ def _manifest(path):
 
 # ---------------------------------------------------------------- windows
 def test_piece_windows_are_the_non_overlapping_windows_in_four_four():
-    spec = RollSpec()
+    spec = repo_spec(bars_per_window=4)
     notes = [(60 + i % 12, i * 480, i * 480 + 240) for i in range(4 * 10)]  # 10 bars of quarter notes
     piece = midi_to_roll(mido_pm(tick_piece(notes)), spec)
     got = [(w.start, w.length) for w in piece_windows(piece, spec)]
@@ -54,7 +54,7 @@ def test_piece_windows_are_the_non_overlapping_windows_in_four_four():
 
 
 def test_piece_windows_skip_no_bar_in_a_long_metre():
-    spec = RollSpec()  # window = 64 steps: only two bars of 12/8 (24 steps each) fit
+    spec = repo_spec(bars_per_window=4)  # window = 64 steps: only two bars of 12/8 (24 steps each) fit
     notes = [(60, i * 240, i * 240 + 120) for i in range(6 * 2 * 8)]  # 8 bars of 12/8 eighths
     piece = midi_to_roll(mido_pm(tick_piece(notes, meters=[(0, 12, 8)])), spec)
     windows = piece_windows(piece, spec)
@@ -78,56 +78,56 @@ def mido_pm(data: bytes):
 def test_attribute_vector_moves_by_alpha_times_the_style_difference(model):
     mu = torch.randn(5, model.regions.means.shape[1])
     src, tgt = torch.zeros(5, dtype=torch.long), torch.ones(5, dtype=torch.long)
-    z = model.move(mu, "attribute_vector", src, tgt, TransferSettings(alpha=0.7))
+    z = model.move(mu, "attribute_vector", src, tgt, transfer_settings(alpha=0.7))
     np.testing.assert_allclose((z - mu).numpy(), (0.7 * (model.regions.means[1] - model.regions.means[0])).expand(5, -1).numpy(),
                                atol=1e-6)
-    assert torch.equal(model.move(mu, "attribute_vector", src, tgt, TransferSettings(alpha=0.0)), mu)
-    assert torch.equal(model.move(mu, RECONSTRUCTION, src, tgt, TransferSettings()), mu)
+    assert torch.equal(model.move(mu, "attribute_vector", src, tgt, transfer_settings(alpha=0.0)), mu)
+    assert torch.equal(model.move(mu, RECONSTRUCTION, src, tgt, transfer_settings()), mu)
 
 
 def test_classifier_guided_raises_the_target_probability_and_stays_near_when_told(model):
     torch.manual_seed(0)
     mu = model.regions.means[0] + 0.1 * torch.randn(6, model.regions.means.shape[1])
     src, tgt = torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.long)
-    free = model.move(mu, "classifier_guided", src, tgt, TransferSettings(guided_steps=30, guided_lr=0.1, guided_distance_weight=0.0))
-    near = model.move(mu, "classifier_guided", src, tgt, TransferSettings(guided_steps=30, guided_lr=0.1, guided_distance_weight=100.0))
+    free = model.move(mu, "classifier_guided", src, tgt, transfer_settings(guided_steps=30, guided_lr=0.1, guided_distance_weight=0.0))
+    near = model.move(mu, "classifier_guided", src, tgt, transfer_settings(guided_steps=30, guided_lr=0.1, guided_distance_weight=100.0))
     before, after = model.style_probs(mu)[:, 1], model.style_probs(free)[:, 1]
     assert (after > before).all()
     assert (near - mu).norm(dim=1).max() < (free - mu).norm(dim=1).min()
-    none = model.move(mu, "classifier_guided", src, tgt, TransferSettings(guided_steps=0))
+    none = model.move(mu, "classifier_guided", src, tgt, transfer_settings(guided_steps=0))
     assert torch.equal(none, mu)
 
 
 def test_strength_scales_the_chosen_alpha_and_guided_steps_within_bounds():
-    s = TransferSettings(alpha=2.0, guided_steps=50).with_strength(0.5)
+    s = transfer_settings(alpha=2.0, guided_steps=50).with_strength(0.5)
     assert s.alpha == 1.0 and s.guided_steps == 25
-    assert TransferSettings(alpha=1.5).with_strength(4).alpha == 6.0  # the documented maximum
+    assert transfer_settings(alpha=1.5).with_strength(4).alpha == 6.0  # the documented maximum
     for bad in (-1, 4.01, float("nan"), float("inf")):
         with pytest.raises(UserError, match="--strength: must be a number from 0 to 4"):
-            TransferSettings().with_strength(bad)
-    assert TransferSettings(guided_steps=50).with_steps(1000).guided_steps == 1000
+            transfer_settings().with_strength(bad)
+    assert transfer_settings(guided_steps=50).with_steps(1000).guided_steps == 1000
     with pytest.raises(UserError, match="--steps: must be from 0 to 1000, got 1001"):
-        TransferSettings().with_steps(1001)
+        transfer_settings().with_steps(1001)
     with pytest.raises(UserError, match="asks for 1200 classifier-guided steps, at most 1000"):
-        TransferSettings(guided_steps=400).with_strength(3).check_steps()
+        transfer_settings(guided_steps=400).with_strength(3).check_steps()
 
 
 def test_guided_path_snapshots_equal_separate_runs(model):
     torch.manual_seed(1)
     mu = model.regions.means[0] + 0.1 * torch.randn(4, model.regions.means.shape[1])
     tgt = torch.ones(4, dtype=torch.long)
-    s = TransferSettings(guided_lr=0.1, guided_distance_weight=0.01)
+    s = transfer_settings(guided_lr=0.1, guided_distance_weight=0.01)
     z0, z3, z7 = model.guided_path(mu, tgt, s, [0, 3, 7])
     assert torch.equal(z0, mu)
     for steps, z in ((3, z3), (7, z7)):
         alone = model.move(mu, "classifier_guided", torch.zeros(4, dtype=torch.long), tgt,
-                           TransferSettings(guided_steps=steps, guided_lr=0.1, guided_distance_weight=0.01))
+                           transfer_settings(guided_steps=steps, guided_lr=0.1, guided_distance_weight=0.01))
         assert torch.allclose(z, alone)
 
 
 def test_pieces_transferred_together_equal_pieces_transferred_alone(model, project):
     pieces = [read_piece(project.raw / style / "piece1.mid", model.spec) for style in STYLES]
-    jobs = [Job(RECONSTRUCTION, 0, 0), Job("attribute_vector", 0, 1, TransferSettings(alpha=1.5))]
+    jobs = [Job(RECONSTRUCTION, 0, 0, transfer_settings()), Job("attribute_vector", 0, 1, transfer_settings(alpha=1.5))]
     together = model.transfer_pieces(pieces, jobs)
     for piece, rolls in zip(pieces, together):
         for a, b in zip(rolls, model.transfer_piece(piece, jobs)):
@@ -139,7 +139,7 @@ def test_unknown_method_and_style_are_user_errors(model):
     mu = torch.zeros(1, model.regions.means.shape[1])
     idx = torch.zeros(1, dtype=torch.long)
     with pytest.raises(UserError, match="unknown transfer method"):
-        model.move(mu, "magic", idx, idx, TransferSettings())
+        model.move(mu, "magic", idx, idx, transfer_settings())
     with pytest.raises(UserError, match="unknown style 'polka'.*busy, calm"):
         model.style_index("polka")
 
@@ -147,7 +147,8 @@ def test_unknown_method_and_style_are_user_errors(model):
 def test_transfer_piece_keeps_length_and_silent_windows(model, project):
     piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
     piece.roll[64:128] = False  # a silent second window
-    rolls = model.transfer_piece(piece, [Job(RECONSTRUCTION, 1, 1), Job("attribute_vector", 1, 0)])
+    rolls = model.transfer_piece(piece, [Job(RECONSTRUCTION, 1, 1, transfer_settings()),
+                                          Job("attribute_vector", 1, 0, transfer_settings(alpha=1.0))])
     for roll in rolls:
         assert roll.shape == piece.roll.shape and roll.dtype == bool
         assert not roll[64:128].any()

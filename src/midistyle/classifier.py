@@ -34,7 +34,7 @@ from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected, shuffled_batches
 from midistyle.judge import save_judge, train_judge
-from midistyle.model import StyleVAE, load_vae, read_checkpoint
+from midistyle.model import StyleVAE, load_vae, read_checkpoint, vae_spec
 from midistyle.shards import ShardIndex
 from midistyle.tracking import start_run
 
@@ -194,10 +194,10 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
 # ---------------------------------------------------------------- the train_classifier stage
 def check_vae_matches(ckpt: dict, index: ShardIndex, vae_path: str | Path) -> None:
     """The VAE must have been trained on these shards' styles and grid."""
-    if list(ckpt.get("styles", index.styles)) != list(index.styles):
-        raise UserError(f"{vae_path}: trained on styles {ckpt.get('styles')}, the shards hold {index.styles} "
+    if list(ckpt["styles"]) != list(index.styles):
+        raise UserError(f"{vae_path}: trained on styles {list(ckpt['styles'])}, the shards hold {index.styles} "
                         "(re-run `dvc repro train_vae`)")
-    if "spec" in ckpt and dict(ckpt["spec"]) != index.spec.to_dict():
+    if vae_spec(ckpt) != index.spec:
         raise UserError(f"{vae_path}: trained on another piano-roll grid than {index.root} (re-run `dvc repro train_vae`)")
 
 

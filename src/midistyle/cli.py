@@ -3,7 +3,7 @@
     midistyle styles                                  the styles the trained model knows
     midistyle transfer IN.mid --to jazz [-o OUT.mid]  rewrite a piece in another style
     midistyle generate --style jazz -o OUT.mid        new music from a style's region of the latent space
-    midistyle roll IN.mid -o roll.png                 draw a piano roll
+    midistyle roll IN.mid -o roll.png                 draw a piano roll (the grid of the VAE or params.yaml)
 
 Models default to the pipeline's outputs (``models/vae.pt``,
 ``models/latent_classifier.pt``); ``--vae``/``--classifier`` point elsewhere.
@@ -32,6 +32,7 @@ from midistyle.errors import UserError
 VAE_DEFAULT = str(layout.VAE)
 CLASSIFIER_DEFAULT = str(layout.CLASSIFIER)
 SETTINGS_DEFAULT = str(layout.TRANSFER_SETTINGS)
+PARAMS_DEFAULT = "params.yaml"
 MAX_BARS = 512  # generate --bars
 
 
@@ -77,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--bars", type=int, default=None, help="only the first BARS bars")
-    p.add_argument("--vae", default=VAE_DEFAULT, help="take the grid (pitch range, steps per beat) from this checkpoint if it exists")
+    p.add_argument("--vae", default=VAE_DEFAULT,
+                   help="take the grid (pitch range, steps per beat) from this checkpoint if it exists")
+    p.add_argument("--params", default=PARAMS_DEFAULT,
+                   help=f"else from this params file's extract section (default {PARAMS_DEFAULT})")
     return ap
 
 
@@ -90,15 +94,20 @@ def cmd_styles(args) -> None:
         print(f"{style}\t{n} training windows")
 
 
-def _read_input(path: str, spec):
-    from midistyle.roll import read_piece
-
+def _check_input(path: str) -> Path:
+    """The input path, or a one-line error when it is missing or a folder."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such file")
     if p.is_dir():
         raise UserError(f"{p}: is a folder, not a MIDI file")
-    return read_piece(p, spec)
+    return p
+
+
+def _read_input(path: str, spec):
+    from midistyle.roll import read_piece
+
+    return read_piece(_check_input(path), spec)
 
 
 def _check_output(path: str | Path) -> Path:
@@ -126,11 +135,12 @@ def _source_style(args, model, piece) -> tuple[int, str]:
 
 
 def cmd_transfer(args) -> None:
-    from midistyle.transfer import RECONSTRUCTION, Job, StyleTransfer, TransferSettings, load_chosen_settings, write_roll
+    from midistyle.transfer import (RECONSTRUCTION, Job, StyleTransfer, check_step_count, check_strength,
+                                    load_chosen_settings, write_roll)
 
-    TransferSettings().with_strength(args.strength)  # a bad --strength fails before any model is read
+    check_strength(args.strength)  # a bad --strength or --steps fails before any model is read
     if args.steps is not None:
-        TransferSettings().with_steps(args.steps)
+        check_step_count(args.steps)
     out = _check_output(args.output) if args.output else Path(args.input).with_suffix(f".{args.method}.{args.target}.mid")
     model = StyleTransfer.load(args.vae, args.classifier)
     target = model.style_index(args.target)
@@ -162,26 +172,36 @@ def cmd_generate(args) -> None:
     print(f"{args.output}: {args.bars} bars of {args.style} (seed {args.seed}, {int(roll[:, :, 1].sum())} notes)")
 
 
-def cmd_roll(args) -> None:
-    from midistyle.pictures import draw_rolls
+def _roll_grid(args):
+    """The grid of ``roll``: the VAE checkpoint's if it exists, else params.yaml's extract section."""
     from midistyle.roll import RollSpec
 
-    spec = RollSpec()
     if Path(args.vae).exists():
-        from midistyle.model import load_vae
+        from midistyle.model import load_vae, vae_spec
 
-        _, ckpt = load_vae(args.vae)
-        spec = RollSpec(**ckpt["spec"]) if "spec" in ckpt else spec
-    piece = _read_input(args.input, spec)
-    roll = piece.roll
-    if args.bars is not None:
-        if args.bars < 1:
-            raise UserError(f"--bars: must be at least 1, got {args.bars}")
-        if len(piece.bar_starts) > args.bars:
-            roll = roll[: piece.bar_starts[args.bars]]
+        return vae_spec(load_vae(args.vae)[1])
+    if Path(args.params).exists():
+        from midistyle.config import load_params
+
+        return RollSpec.from_params(load_params(args.params).extract)
+    raise UserError(f"no piano-roll grid: neither {args.vae} nor {args.params} exists "
+                    "(name one with --vae or --params)")
+
+
+def cmd_roll(args) -> None:
+    from midistyle.pictures import draw_rolls
+
+    _check_input(args.input)
     _check_output(args.output)
     if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UserError(f"{args.output}: the picture's name must end in .png, .svg or .pdf")
+    if args.bars is not None and args.bars < 1:
+        raise UserError(f"--bars: must be at least 1, got {args.bars}")
+    spec = _roll_grid(args)
+    piece = _read_input(args.input, spec)
+    roll = piece.roll
+    if args.bars is not None and len(piece.bar_starts) > args.bars:
+        roll = roll[: piece.bar_starts[args.bars]]
     draw_rolls([(Path(args.input).name, roll)], args.output, pitch_low=spec.pitch_low,
                steps_per_bar=spec.bar_steps)
     print(f"{args.output}: {len(roll)} steps, {int(np.asarray(roll)[:, :, 1].sum())} notes")

@@ -61,7 +61,7 @@ from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, atomic_write_text
 from midistyle.fitting import classification_metrics
 from midistyle.judge import judge_probs, load_judge
-from midistyle.model import load_vae
+from midistyle.model import load_vae, vae_spec
 from midistyle.recon import add_counts, count_cells, reconstruct, scores
 from midistyle.report import write_report
 from midistyle.roll import RollError, RollSpec, Timing, read_piece, stitch_windows
@@ -285,8 +285,8 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
         if list(ckpt["styles"]) != styles:
             raise UserError(f"the {name} knows styles {list(ckpt['styles'])}, the shards hold {styles} "
                             "(re-run `dvc repro train_classifier`)")
-    spec = RollSpec(**vae_ckpt["spec"]) if "spec" in vae_ckpt else index.spec
-    threshold = float(vae_ckpt.get("threshold", 0.5))
+    spec = vae_spec(vae_ckpt)
+    threshold = float(vae_ckpt["threshold"])
 
     with start_run(params, "evaluate") as run:
         real, bounds = score_real_windows(index, vae, classifier, judge, threshold, params.evaluate.recon_windows,

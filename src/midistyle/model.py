@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from midistyle.errors import UserError
+from midistyle.roll import RollSpec
 
 OFF, ONSET_STATE, HOLD = 0, 1, 2  # the note_state classes
 # log sigma^2 starts here (sigma ~ 0.05), not at 0 (sigma = 1): at the start the noise would drown mu and the
@@ -89,7 +90,7 @@ class VAEConfig:
         return self.window_steps // self.steps_per_bar
 
     @classmethod
-    def from_params(cls, model_params, spec) -> "VAEConfig":
+    def from_params(cls, model_params, spec: RollSpec) -> "VAEConfig":
         """params.model and the windows' RollSpec (pitch rows, window and bar length in steps)."""
         n_pitches, window_steps, steps_per_bar = spec.n_pitches, spec.window_steps, spec.bar_steps
         if window_steps % steps_per_bar:
@@ -318,14 +319,31 @@ def read_checkpoint(path, kind: str, stage: str, map_location: str | torch.devic
     return ckpt
 
 
+VAE_CHECKPOINT_KEYS = ("model_config", "model_state", "spec", "styles", "threshold")  # what the readers need
+
+
 def load_vae(path, map_location: str | torch.device = "cpu") -> tuple[StyleVAE, dict]:
-    """Rebuild the VAE from a checkpoint written by the train_vae stage."""
+    """Rebuild the VAE from a checkpoint written by the train_vae stage; its grid is :func:`vae_spec`.
+
+    A checkpoint without one of :data:`VAE_CHECKPOINT_KEYS` (an older format) is
+    a one-line error naming the file and the key: nothing is filled in.
+    """
     ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_vae", map_location)
+    again = "run `dvc repro train_vae` again"
+    missing = [k for k in VAE_CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: a VAE checkpoint of an older format, without {missing[0]!r} ({again})")
     try:
         cfg = VAEConfig(**ckpt["model_config"])
+        vae_spec(ckpt)
     except TypeError:
-        raise UserError(f"{path}: a VAE checkpoint of an older format (run `dvc repro train_vae` again)") from None
+        raise UserError(f"{path}: a VAE checkpoint of an older format ({again})") from None
     model = StyleVAE(cfg)
     model.load_state_dict(ckpt["model_state"])
     model.eval()
     return model, ckpt
+
+
+def vae_spec(ckpt: dict) -> RollSpec:
+    """The piano-roll grid a VAE checkpoint (from :func:`load_vae`) was trained on."""
+    return RollSpec(**ckpt["spec"])

@@ -55,19 +55,23 @@ class RollError(UserError):
 
 @dataclass(frozen=True)
 class RollSpec:
-    """The grid and the hand rules; built from ``params.extract``."""
+    """The grid and the hand rules: ``params.extract`` (:meth:`from_params`), or a checkpoint's copy of it.
 
-    steps_per_beat: int = 4
-    pitch_low: int = 34
-    pitch_high: int = 84
-    out_of_range: str = "fold"  # fold | drop
-    hands: str = "auto"  # auto | duplicate
-    single_part: str = "split"  # split | duplicate
-    split_pitch: int = 60
-    bars_per_window: int = 4
-    hop_bars: int = 2
-    max_beats_per_bar: int = 4
-    min_notes_per_window: int = 1
+    No defaults: the values live in params.yaml alone. The window's length in
+    steps is spelled here once (:attr:`bar_steps`, :attr:`window_steps`).
+    """
+
+    steps_per_beat: int
+    pitch_low: int
+    pitch_high: int
+    out_of_range: str  # fold | drop
+    hands: str  # auto | duplicate
+    single_part: str  # split | duplicate
+    split_pitch: int
+    bars_per_window: int
+    hop_bars: int
+    max_beats_per_bar: int
+    min_notes_per_window: int
 
     @classmethod
     def from_params(cls, extract) -> "RollSpec":

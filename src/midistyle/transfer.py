@@ -49,7 +49,7 @@ from midistyle.directions import Direction
 from midistyle.errors import UserError
 from midistyle.extract import read_manifest as read_raw_manifest
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, staged_dir
-from midistyle.model import StyleVAE, load_vae
+from midistyle.model import StyleVAE, load_vae, vae_spec
 from midistyle.roll import (PieceRoll, RollSpec, Timing, Window, iter_windows, read_piece, roll_to_midi, stitch_windows,
                             write_midi)
 
@@ -63,26 +63,47 @@ PIECES_PER_BATCH = 32  # pieces whose windows are encoded and decoded together (
 KNOBS = {"attribute_vector": "alpha", "classifier_guided": "guided_steps"}  # the setting chosen per direction
 
 
+def check_strength(strength: float) -> float:
+    """The CLI's ``--strength``, or a one-line error outside 0 .. :data:`~midistyle.config.MAX_STRENGTH`."""
+    if not (0 <= strength <= MAX_STRENGTH and math.isfinite(strength)):
+        raise UserError(f"--strength: must be a number from 0 to {MAX_STRENGTH:g}, got {strength:g}")
+    return strength
+
+
+def check_step_count(steps: int) -> int:
+    """The CLI's ``--steps``, or a one-line error outside 0 .. :data:`~midistyle.config.MAX_GUIDED_STEPS`."""
+    if not 0 <= steps <= MAX_GUIDED_STEPS:
+        raise UserError(f"--steps: must be from 0 to {MAX_GUIDED_STEPS}, got {steps}")
+    return steps
+
+
 @dataclass(frozen=True)
 class TransferSettings:
-    """How far to move: one direction's chosen settings (the CLI scales them with ``--strength``)."""
+    """How far to move: one direction's chosen settings (the CLI scales them with ``--strength``).
 
-    alpha: float = 1.0
-    guided_steps: int = 50
-    guided_lr: float = 0.05
-    guided_distance_weight: float = 0.1
+    Built only from params.yaml's ``transfer`` section and the settings the
+    tune_transfer stage chose (:meth:`unmoved`, :meth:`ChosenSettings.for_direction`);
+    no field has a default. A knob the method does not use is 0.
+    """
+
+    alpha: float  # attribute_vector: times the difference of the style means
+    guided_steps: int  # classifier_guided: Adam steps on z
+    guided_lr: float  # transfer.guided_lr
+    guided_distance_weight: float  # transfer.guided_distance_weight
+
+    @classmethod
+    def unmoved(cls, guided_lr: float, guided_distance_weight: float) -> "TransferSettings":
+        """No move yet (alpha 0, no guided steps), with the guided optimiser's settings from params.transfer."""
+        return cls(alpha=0.0, guided_steps=0, guided_lr=guided_lr, guided_distance_weight=guided_distance_weight)
 
     def with_strength(self, strength: float) -> "TransferSettings":
         """``strength`` times the chosen alpha and guided steps (1 = as chosen, 0 = reconstruction)."""
-        if not (0 <= strength <= MAX_STRENGTH and math.isfinite(strength)):
-            raise UserError(f"--strength: must be a number from 0 to {MAX_STRENGTH:g}, got {strength:g}")
+        strength = check_strength(strength)
         return replace(self, alpha=self.alpha * strength, guided_steps=round(self.guided_steps * strength))
 
     def with_steps(self, steps: int) -> "TransferSettings":
         """Exactly ``steps`` guided steps (0 .. :data:`~midistyle.config.MAX_GUIDED_STEPS`)."""
-        if not 0 <= steps <= MAX_GUIDED_STEPS:
-            raise UserError(f"--steps: must be from 0 to {MAX_GUIDED_STEPS}, got {steps}")
-        return replace(self, guided_steps=steps)
+        return replace(self, guided_steps=check_step_count(steps))
 
     def check_steps(self) -> "TransferSettings":
         """Itself, or a one-line error when the guided steps pass :data:`~midistyle.config.MAX_GUIDED_STEPS`."""
@@ -99,7 +120,7 @@ class Job:
     method: str
     source: int
     target: int
-    settings: TransferSettings = TransferSettings()
+    settings: TransferSettings
 
 
 # ---------------------------------------------------------------- windows
@@ -145,8 +166,8 @@ class StyleTransfer:
             p.requires_grad_(False)
         self.regions = regions
         self.styles = list(styles)
-        self.threshold = float(vae_ckpt.get("threshold", 0.5))
-        self.spec = RollSpec(**vae_ckpt["spec"]) if "spec" in vae_ckpt else RollSpec()
+        self.threshold = float(vae_ckpt["threshold"])
+        self.spec = vae_spec(vae_ckpt)
         self.device = torch.device(device)
 
     @classmethod
@@ -315,11 +336,11 @@ class ChosenSettings:
     guided_lr: float
     guided_distance_weight: float
     chosen: dict[str, dict[str, float]]  # method -> Direction.key -> alpha or guided steps
-    path: str = str(layout.TRANSFER_SETTINGS)
+    path: str  # the file they were read from (for errors)
 
     def for_direction(self, method: str, source: str, target: str) -> TransferSettings:
-        """The settings of one direction (a reconstruction takes none)."""
-        base = TransferSettings(guided_lr=self.guided_lr, guided_distance_weight=self.guided_distance_weight)
+        """The settings of one direction: the method's chosen knob, the other one 0 (a reconstruction: both 0)."""
+        base = TransferSettings.unmoved(self.guided_lr, self.guided_distance_weight)
         if method == RECONSTRUCTION:
             return base
         direction = Direction(source, target).key
@@ -452,7 +473,7 @@ def transfer_stage(params, raw_dir: str | Path = layout.RAW, splits_path: str | 
 def style_jobs(model: StyleTransfer, chosen: ChosenSettings, source: str, methods: list[str]) -> list[Job]:
     """A piece's jobs: its reconstruction, then every method to every other style with its chosen settings."""
     s = model.style_index(source)
-    jobs = [Job(RECONSTRUCTION, s, s)]
+    jobs = [Job(RECONSTRUCTION, s, s, chosen.for_direction(RECONSTRUCTION, source, source))]
     for t, target in enumerate(model.styles):
         if t != s:
             jobs += [Job(m, s, t, chosen.for_direction(m, source, target)) for m in methods]

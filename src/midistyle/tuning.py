@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,7 @@ def moved_latents(model: StyleTransfer, mu: torch.Tensor, method: str, source: i
     src = torch.full((len(mu),), source, dtype=torch.long)
     tgt = torch.full((len(mu),), target, dtype=torch.long)
     if KNOBS[method] == "alpha":
-        return [model.move(mu, method, src, tgt, TransferSettings(alpha=float(a))) for a in grid]
+        return [model.move(mu, method, src, tgt, replace(base, alpha=float(a))) for a in grid]
     return model.guided_path(mu, tgt, base, [int(k) for k in grid])
 
 
@@ -145,7 +145,7 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
     model = StyleTransfer.load(paths.vae, paths.classifier)
     bounds = style_bounds(ShardIndex.open(paths.shards), "val")
     pieces = select_pieces(paths.raw, paths.splits, model.styles, tp.val_pieces_per_style, params.seed, "val")
-    base = TransferSettings(guided_lr=tp.guided_lr, guided_distance_weight=tp.guided_distance_weight)
+    base = TransferSettings.unmoved(tp.guided_lr, tp.guided_distance_weight)
     chosen: dict[str, dict[str, float]] = {m: {} for m in tp.methods}
     selection: dict[str, dict[str, dict]] = {m: {} for m in tp.methods}
     with staged_dir(paths.sweep) as tmp:
