@@ -1,40 +1,44 @@
-"""Tiny params and tiny shard sets for the model and training tests (built in code, in seconds)."""
+"""Tiny params (params.yaml shrunk) and tiny shard sets for the model and training tests (built in code, in seconds)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
 from pathlib import Path
 
 import pretty_midi
 
 from midistyle.config import Params, parse_params
+from midistyle.model import VAEConfig
+from midistyle.roll import RollSpec
+from tests import helpers_params
+from tests.helpers_params import REPO
 from tests.midi_fixtures import piece, write
 
-REPO = Path(__file__).resolve().parents[1]
+CORPUS = {  # the legato/staccato pieces below: a 2-bar window of 16 steps over 25 pitches
+    "seed": 0,  # a seed of 0 is a seed
+    "data": {"profile": "tiny",
+             "profiles": {"tiny": {"legato": [{"local": "legato"}], "staccato": [{"local": "staccato"}]}}},
+    "extract": {"steps_per_beat": 2, "pitch_low": 48, "pitch_high": 72, "bars_per_window": 2, "hop_bars": 1,
+                "split": {"val": 0.2, "test": 0.2}, "shard_windows": 24},
+}
 
 
 def tiny_raw(**sections) -> dict:
-    """Raw params: a 2-bar window of 16 steps over 25 pitches, a model of a few thousand weights."""
-    raw = {
-        "seed": 0,  # a seed of 0 is a seed
-        "data": {"profile": "tiny", "workers": 1,
-                 "profiles": {"tiny": {"legato": [{"local": "legato"}], "staccato": [{"local": "staccato"}]}}},
-        "extract": {"steps_per_beat": 2, "pitch_low": 48, "pitch_high": 72, "bars_per_window": 2, "hop_bars": 1,
-                    "split": {"val": 0.2, "test": 0.2}, "shard_windows": 24},
-        "model": {"latent_size": 8, "encoder_hidden": 16, "dense_size": 16, "decoder_hidden": 32},
-        "train": {"epochs": 3, "batch_size": 8, "kl_anneal_epochs": 1, "eval_windows": 16, "device": "cpu",
-                  "threads": 1, "log_reconstructions": 2},  # 1 thread: tiny models, and robust to a busy machine
-        "mlflow": {"enabled": False},
-    }
-    for name, values in sections.items():
-        raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
-    return raw
+    """params.yaml shrunk (:func:`tests.helpers_params.tiny_raw`) to this corpus's styles and grid."""
+    return helpers_params.tiny_raw(CORPUS, **sections)
 
 
 def tiny_params(**sections) -> Params:
     """``tiny_params(train={"epochs": 2})`` overrides single keys of a section."""
     return parse_params(tiny_raw(**sections))
+
+
+def tiny_vae_config(model: dict, **changes) -> VAEConfig:
+    """The VAE config of ``tiny_params(model=model)`` on this corpus's grid, with ``changes`` (e.g. another grid)."""
+    params = tiny_params(model=model)
+    return dataclasses.replace(VAEConfig.from_params(params.model, RollSpec.from_params(params.extract)), **changes)
 
 
 def style_piece(style: str, seed: int, bars: int = 6) -> pretty_midi.PrettyMIDI:

@@ -1,17 +1,26 @@
-"""params.yaml is typed and validated: errors name the key."""
+"""params.yaml is typed and validated: errors name the key; it is the one place a setting's value is written."""
+
+import dataclasses
+import re
+import typing
 
 import pytest
 
-from midistyle.config import ConfigError, load_params, load_yaml, parse_params
+from midistyle import config
+from midistyle.config import ConfigError, Params, Source, load_params, load_yaml, parse_params
+from midistyle.model import VAEConfig
+from midistyle.roll import RollSpec
+from midistyle.transfer import TransferSettings
+from tests.helpers_params import PARAMS
 
 
 def base():
-    return load_yaml("params.yaml")
+    return load_yaml(PARAMS)
 
 
 def test_repository_params_load():
-    p = load_params("params.yaml")
-    assert p.extract.n_pitches == 51 and p.data.profile in p.data.profiles
+    p = load_params(PARAMS)
+    assert RollSpec.from_params(p.extract).n_pitches == 51 and p.data.profile in p.data.profiles
 
 
 @pytest.mark.parametrize(
@@ -45,7 +54,60 @@ def test_bad_values_name_the_key(edit, message):
 
 
 def test_dvc_style_exponent_floats_are_numbers(tmp_path):
-    text = (tmp_path / "p.yaml")
-    text.write_text("train:\n  lr: 1e-3\nseed: 0\n")
-    p = load_params(text)
+    text = PARAMS.read_text()
+    text = re.sub(r"^seed: .*$", "seed: 0", text, count=1, flags=re.M)
+    text = re.sub(r"^(train:\n  lr:) \S+", r"\1 1e-3", text, count=1, flags=re.M)
+    (tmp_path / "p.yaml").write_text(text)
+    p = load_params(tmp_path / "p.yaml")
     assert p.train.lr == pytest.approx(0.001) and p.seed == 0  # a seed of 0 is a seed
+
+
+# ---------------------------------------------------------------- one source for each default
+def _sections(cls=Params, where=""):
+    """(dotted key, field) of every setting of params.yaml, sections included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{where}.{f.name}" if where else f.name
+        yield key, f
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _sections(hints[f.name], key)
+
+
+def _drop(raw: dict, key: str) -> None:
+    *parents, last = key.split(".")
+    for p in parents:
+        raw = raw[p]
+    del raw[last]
+
+
+def test_a_missing_key_is_an_error_naming_it():
+    raw = base()
+    del raw["model"]["latent_size"]
+    with pytest.raises(ConfigError, match=r"^params\.yaml: model\.latent_size: missing$"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize("key", [k for k, _ in _sections()])
+def test_every_key_of_params_yaml_is_required(key):
+    raw = base()
+    _drop(raw, key)
+    with pytest.raises(ConfigError, match=rf"^params\.yaml: {re.escape(key)}: missing$"):
+        parse_params(raw)
+
+
+def test_no_settings_dataclass_has_a_default():
+    """params.yaml alone holds the values: the dataclasses read from it, and the runtime settings built from them."""
+    classes = [Params] + [c for c in vars(config).values() if dataclasses.is_dataclass(c) and c.__name__.endswith("Params")]
+    classes += [RollSpec, VAEConfig, TransferSettings]
+    with_default = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
+                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+    assert with_default == []
+
+
+def test_only_a_sources_filters_are_optional():
+    """A data source entry names one of music21/url/local; the rest narrow it down and may be left out."""
+    optional = {f.name for f in dataclasses.fields(Source) if f.default is not dataclasses.MISSING}
+    assert optional == {"music21", "url", "sha256", "local", "include", "limit"}
+    raw = base()
+    raw["data"]["profiles"]["sample"]["baroque"] = [{"music21": "bach"}]
+    assert parse_params(raw).data.profiles["sample"]["baroque"] == [Source(music21="bach")]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pretty_midi
 import pytest
 
-from midistyle.config import Source, parse_params
+from midistyle.config import Source
 from midistyle.download import (
     NameRegistry,
     convert_score,
@@ -34,6 +34,7 @@ from midistyle.download import (
 )
 from midistyle.errors import UserError
 from midistyle.fetch import extract_archive, fetch_url, url_kind
+from tests.helpers_params import tiny_params, tiny_raw
 
 
 def midi_bytes(pitch: int = 60, seconds: float = 0.5) -> bytes:
@@ -304,28 +305,26 @@ def test_a_score_that_fails_is_skipped_with_a_reason(tmp_path):
 
 
 # ---------------------------------------------------------------- the stage
-def tiny_params(folder: Path, single_url: str, single_sha: str, zip_url: str, zip_sha: str, seed: int = 0):
-    return parse_params({
-        "seed": seed,
-        "data": {
-            "profile": "tiny",
-            "corpus_dir": str(folder.parent),
-            "profiles": {
-                "tiny": {
-                    "jazz": [{"local": "{corpus_dir}/" + folder.name, "include": "*.mid", "limit": 5}],
-                    "web": [{"url": single_url, "sha256": single_sha},
-                            {"url": zip_url, "sha256": zip_sha, "include": "*.mid"}],
-                },
+def web_params(folder: Path, single_url: str, single_sha: str, zip_url: str, zip_sha: str, seed: int = 0):
+    """params.yaml (shrunk) with a profile of a local folder and two downloads."""
+    return tiny_params(seed=seed, data={
+        "profile": "tiny",
+        "corpus_dir": str(folder.parent),
+        "profiles": {
+            "tiny": {
+                "jazz": [{"local": "{corpus_dir}/" + folder.name, "include": "*.mid", "limit": 5}],
+                "web": [{"url": single_url, "sha256": single_sha},
+                        {"url": zip_url, "sha256": zip_sha, "include": "*.mid"}],
             },
         },
-    }, "test")
+    })
 
 
 def test_download_all_end_to_end(http_server, tmp_path):
     folder = make_folder(tmp_path / "corpus" / "jazz", 8)
     single = midi_bytes(70)
     archive = zip_bytes({"pack/a.mid": midi_bytes(71), "pack/b.mid": midi_bytes(72), "pack/c.txt": b"x"})
-    params = tiny_params(folder, http_server.serve("dl/tune.mid", single), sha(single),
+    params = web_params(folder, http_server.serve("dl/tune.mid", single), sha(single),
                          http_server.serve("dl/pack.zip", archive), sha(archive))
     out, metrics = tmp_path / "data" / "raw", tmp_path / "metrics" / "download.json"
     out.mkdir(parents=True)
@@ -362,7 +361,7 @@ def test_download_all_end_to_end(http_server, tmp_path):
 def test_download_all_failure_keeps_the_previous_output(http_server, tmp_path):
     folder = make_folder(tmp_path / "corpus" / "jazz", 3)
     data = midi_bytes()
-    params = tiny_params(folder, http_server.serve("tune.mid", data), "f" * 64,
+    params = web_params(folder, http_server.serve("tune.mid", data), "f" * 64,
                          http_server.serve("p.zip", zip_bytes({"a.mid": data})), "0" * 64)
     out = tmp_path / "raw"
     out.mkdir()
@@ -375,11 +374,11 @@ def test_download_all_failure_keeps_the_previous_output(http_server, tmp_path):
 
 def test_download_all_rejects_a_source_that_selects_nothing(tmp_path):
     folder = make_folder(tmp_path / "corpus" / "jazz", 2)
-    raw = {"seed": 0, "data": {"profile": "p", "corpus_dir": str(folder.parent), "profiles": {"p": {
+    params = tiny_params(data={"profile": "p", "corpus_dir": str(folder.parent), "profiles": {"p": {
         "jazz": [{"local": "{corpus_dir}/jazz", "include": "nomatch*"}],
-        "folk": [{"local": "{corpus_dir}/jazz"}]}}}}
+        "folk": [{"local": "{corpus_dir}/jazz"}]}}})
     with pytest.raises(UserError, match=r"data\.profiles\.p\.jazz\[0\]: selects no pieces"):
-        download_all(parse_params(raw), tmp_path / "raw", None)
+        download_all(params, tmp_path / "raw", None)
     assert not (tmp_path / "raw").exists() and not (tmp_path / "raw.partial").exists()
 
 
@@ -390,7 +389,7 @@ def test_stage_script_runs_from_a_project_root(tmp_path):
     make_folder(tmp_path / "corpus" / "jazz", 3)
     make_folder(tmp_path / "corpus" / "folk", 3)
     profile = {s: [{"local": f"{{corpus_dir}}/{s}"}] for s in ("jazz", "folk")}
-    params = {"seed": 0, "data": {"profile": "p", "corpus_dir": "corpus", "profiles": {"p": profile}}}
+    params = tiny_raw(seed=0, data={"profile": "p", "corpus_dir": "corpus", "profiles": {"p": profile}})
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     script = Path(__file__).resolve().parents[1] / "stages" / "download.py"
     ok = subprocess.run([sys.executable, str(script), "--params", "p.yaml"], cwd=tmp_path, capture_output=True,

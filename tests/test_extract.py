@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from midistyle.config import load_yaml, parse_params
 from midistyle.errors import UserError
 from midistyle.extract import extract, split_pieces, RawPiece
 from midistyle.fileio import sha256_file
 from midistyle.shards import ShardIndex
+from tests import helpers_params
 from tests.midi_fixtures import piece, scale_piece, to_bytes
 
 BAD = {
@@ -42,10 +42,7 @@ def make_raw(root, n_good=6, bad=True):
 
 
 def tiny_params(**extract):
-    raw = load_yaml("params.yaml")
-    raw["data"]["workers"] = 1
-    raw["extract"].update({"shard_windows": 8, "max_reject_share": 0.5, **extract})
-    return parse_params(raw)
+    return helpers_params.tiny_params(extract={"shard_windows": 8, "max_reject_share": 0.5, **extract})
 
 
 def run(tmp_path, name, params, raw_dir):

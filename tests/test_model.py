@@ -10,14 +10,15 @@ from midistyle.model import StyleVAE, VAEConfig, load_vae, shift_right
 from midistyle.recon import count_cells, reconstruct, reconstruction_scores, scores, tune_threshold
 from midistyle.shards import ShardIndex
 from midistyle.train import Paths, model_loss, to_tensors, train
-from tests.helpers_train import make_shards, tiny_params
+from tests.helpers_train import make_shards, tiny_params, tiny_vae_config
+
+MODEL = {"latent_size": 16, "encoder_hidden": 32, "dense_size": 32, "conductor_hidden": 32, "decoder_hidden": 128,
+         "frames_per_step": 2, "autoregressive": True}
+
 
 def config(**overrides) -> VAEConfig:
-    """The tiny shards' windows: 16 steps of 25 pitches, 2 bars of 8 steps."""
-    base = dict(n_pitches=25, window_steps=16, steps_per_bar=8, latent_size=16, encoder="per_hand", encoder_hidden=32,
-                dense_size=32, decoder="hierarchical", conductor_hidden=32, decoder_hidden=128, frames_per_step=2, autoregressive=True,
-                output="note_state", dropout=0.0)
-    return VAEConfig(**{**base, **overrides})
+    """params.yaml's model, resized, on the tiny shards' windows: 16 steps of 25 pitches, 2 bars of 8 steps."""
+    return tiny_vae_config(MODEL, **overrides)
 
 
 CFG = config()

@@ -17,12 +17,11 @@ import torch
 import yaml
 
 from midistyle import tracking
-from midistyle.config import TrainParams
 from midistyle.model import load_vae
 from midistyle.shards import ShardIndex
 from midistyle.model import StyleVAE, VAEConfig, note_states
 from midistyle.train import Paths, kl_weight_at, note_density, pos_weights, train, vae_loss
-from tests.helpers_train import REPO, make_shards, tiny_params, tiny_raw
+from tests.helpers_train import REPO, make_shards, tiny_params, tiny_raw, tiny_vae_config
 
 EPOCHS = 4
 
@@ -62,9 +61,10 @@ def paths_in(root: Path, shards: Path) -> Paths:
 
 # ---------------------------------------------------------------- loss
 def _cfg(output: str) -> VAEConfig:
-    return VAEConfig(n_pitches=3, window_steps=6, steps_per_bar=3, latent_size=4, encoder="per_hand", encoder_hidden=4,
-                     dense_size=4, decoder="hierarchical", conductor_hidden=4, decoder_hidden=4, frames_per_step=1, autoregressive=True,
-                     output=output, dropout=0.0)
+    """params.yaml's model on a grid of 3 pitches and two 3-step bars, every size 4."""
+    model = {"latent_size": 4, "encoder_hidden": 4, "dense_size": 4, "conductor_hidden": 4, "decoder_hidden": 4,
+             "frames_per_step": 1, "autoregressive": True, "output": output}
+    return tiny_vae_config(model, n_pitches=3, window_steps=6, steps_per_bar=3)
 
 
 def test_independent_output_loss_is_weighted_bce_summed_inside_lengths_and_averaged_over_the_batch():
@@ -115,9 +115,9 @@ def test_kl_with_free_bits_per_dimension():
 
 
 def test_kl_weight_rises_linearly_per_step():
-    tp = TrainParams(kl_weight=0.5, kl_anneal_epochs=2)
+    tp = tiny_params(train={"kl_weight": 0.5, "kl_anneal_epochs": 2}).train
     assert [kl_weight_at(s, 10, tp) for s in (0, 5, 10, 20, 35)] == [0.0, 0.125, 0.25, 0.5, 0.5]
-    assert kl_weight_at(0, 10, TrainParams(kl_weight=0.5, kl_anneal_epochs=0)) == 0.5
+    assert kl_weight_at(0, 10, tiny_params(train={"kl_weight": 0.5, "kl_anneal_epochs": 0}).train) == 0.5
 
 
 def test_pos_weight_from_the_training_note_density(shards):
@@ -132,10 +132,12 @@ def test_pos_weight_from_the_training_note_density(shards):
     d = rolls.sum(axis=(0, 1, 2, 4)) / (lengths.sum() * 2 * rolls.shape[-1])
     np.testing.assert_allclose(note_density(index), d)
     assert 0 < d[1] < d[0] < 0.5  # onsets are rarer than sounding cells
-    tp = TrainParams(max_pos_weight=1e9)
-    np.testing.assert_allclose(pos_weights(index, tp), (1 - d) / d)
-    assert pos_weights(index, TrainParams(max_pos_weight=3.0)) == [3.0, 3.0]
-    assert pos_weights(index, TrainParams(pos_weight=2.5)) == [2.5, 2.5]
+    def train_params(**changes):
+        return tiny_params(train={"pos_weight": None, **changes}).train  # null: from the note density
+
+    np.testing.assert_allclose(pos_weights(index, train_params(max_pos_weight=1e9)), (1 - d) / d)
+    assert pos_weights(index, train_params(max_pos_weight=3.0)) == [3.0, 3.0]
+    assert pos_weights(index, train_params(pos_weight=2.5)) == [2.5, 2.5]
 
 
 # ---------------------------------------------------------------- the stage
@@ -157,7 +159,8 @@ def test_outputs(baseline):
     assert ckpt["threshold"] == metrics["threshold"] == ckpt["history"][-1]["val_threshold"]
     assert [h["epoch"] for h in ckpt["history"]] == list(range(1, EPOCHS + 1))
     kl_weights = [h["train_kl_weight"] for h in ckpt["history"]]
-    assert kl_weights[0] == pytest.approx(1.0) and kl_weights[-1] == pytest.approx(1.0)  # annealed over 1 epoch
+    final = tiny_params().train.kl_weight
+    assert kl_weights[0] == pytest.approx(final) and kl_weights[-1] == pytest.approx(final)  # annealed over 1 epoch
 
 
 def test_a_fixed_threshold_param_is_used_and_stored(shards, tmp_path):

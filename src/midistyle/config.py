@@ -1,12 +1,15 @@
 """Typed, validated settings loaded from ``params.yaml``.
 
 Every section of ``params.yaml`` maps to a frozen dataclass below. Loading is
-strict: an unknown key, a value of the wrong type or a value out of range raises
-:class:`ConfigError` with the dotted name of the key, e.g.
-``params.yaml: train.lr: must be > 0, got -1.0``.
+strict: an unknown key, a missing key, a value of the wrong type or a value out
+of range raises :class:`ConfigError` with the dotted name of the key, e.g.
+``params.yaml: train.lr: must be > 0, got -1.0`` or
+``params.yaml: model.latent_size: missing``.
 
-Field metadata carries the checks: ``gt``/``ge``/``le``/``lt`` bounds and
-``choices``. ``Optional`` fields accept ``null``.
+params.yaml is the one place a setting's value is written: the dataclasses
+carry no defaults (only a data :class:`Source` entry has optional keys). Field
+metadata carries the checks: ``gt``/``ge``/``le``/``lt`` bounds and
+``choices``. ``Optional`` fields accept ``null`` (they are still required).
 """
 
 from __future__ import annotations
@@ -30,25 +33,27 @@ class ConfigError(UserError):
     """A problem with params.yaml, naming the key."""
 
 
-def _f(default: Any = dataclasses.MISSING, **checks: Any) -> Any:
-    """A dataclass field with validation metadata (gt, ge, lt, le, choices)."""
-    if isinstance(default, (list, dict)):
-        value = default
-        return field(default_factory=lambda: type(value)(value), metadata=checks)
-    return field(default=default, metadata=checks)
+def _f(**checks: Any) -> Any:
+    """A required dataclass field with validation metadata (gt, ge, lt, le, choices); no default."""
+    return field(metadata=checks)
 
 
 # ---------------------------------------------------------------- data sources
 @dataclass(frozen=True)
 class Source:
-    """One collection of MIDI pieces for a style. Exactly one of music21/url/local."""
+    """One collection of MIDI pieces for a style: an entry of a list in params.yaml.
+
+    Exactly one of music21/url/local names the collection; the other keys are
+    optional filters. These are the only fields with defaults: an absent key
+    means "not this kind" or "no filter", not a hidden setting of the pipeline.
+    """
 
     music21: Optional[str] = None  # a composer or corpus folder of music21's corpus, e.g. "bach"
     url: Optional[str] = None  # http(s) URL of a .mid/.midi file or a .zip/.tar(.gz) archive
     sha256: Optional[str] = None  # required with url
     local: Optional[str] = None  # a directory; "{corpus_dir}" is replaced by data.corpus_dir
     include: str = "*"  # glob on the path relative to the collection (music21 paths too)
-    limit: Optional[int] = _f(None, gt=0)  # keep at most this many (seeded choice of the sorted list)
+    limit: Optional[int] = field(default=None, metadata={"gt": 0})  # at most this many (seeded choice, sorted list)
 
     def check(self, where: str) -> None:
         kinds = [k for k in ("music21", "url", "local") if getattr(self, k) is not None]
@@ -69,12 +74,12 @@ class Source:
 
 @dataclass(frozen=True)
 class DataParams:
-    profile: str = "default"
-    corpus_dir: str = "../shared/corpus"
+    profile: str
+    corpus_dir: str
     # profile name -> style name -> list of sources
-    profiles: dict[str, dict[str, list[Source]]] = _f({})
-    max_download_mb: float = _f(512.0, gt=0)  # cap on one download and on what an archive extracts to
-    workers: int = _f(2, ge=1)  # processes converting/parsing in parallel
+    profiles: dict[str, dict[str, list[Source]]]
+    max_download_mb: float = _f(gt=0)  # cap on one download and on what an archive extracts to
+    workers: int = _f(ge=1)  # processes converting/parsing in parallel
 
     def check(self, where: str) -> None:
         if self.profile not in self.profiles:
@@ -101,27 +106,27 @@ class DataParams:
 # ---------------------------------------------------------------- extraction
 @dataclass(frozen=True)
 class SplitParams:
-    val: float = _f(0.1, ge=0.0, lt=0.5)
-    test: float = _f(0.1, ge=0.0, lt=0.5)
+    val: float = _f(ge=0.0, lt=0.5)
+    test: float = _f(ge=0.0, lt=0.5)
 
 
 @dataclass(frozen=True)
 class ExtractParams:
-    steps_per_beat: int = _f(4, ge=1, le=24)  # grid steps per quarter note
-    pitch_low: int = _f(34, ge=0, le=127)
-    pitch_high: int = _f(84, ge=0, le=127)  # inclusive
-    out_of_range: str = _f("fold", choices=("fold", "drop"))
-    hands: str = _f("auto", choices=("auto", "duplicate"))  # duplicate = the report's behaviour
-    single_part: str = _f("split", choices=("split", "duplicate"))
-    split_pitch: int = _f(60, ge=0, le=127)  # single part: notes >= split_pitch go to the right hand
-    bars_per_window: int = _f(4, ge=1, le=64)
-    hop_bars: int = _f(2, ge=1, le=64)
-    max_beats_per_bar: int = _f(4, ge=1, le=16)  # window length = bars_per_window * this * steps_per_beat
-    min_notes_per_window: int = _f(1, ge=1)
-    split: SplitParams = _f(SplitParams())
-    shard_windows: int = _f(2048, ge=1)  # windows per shard (bounds memory and file size)
-    max_reject_share: float = _f(0.25, ge=0.0, le=1.0)  # fail the stage when more files are rejected
-    max_file_mb: float = _f(16.0, gt=0)  # larger files are rejected unread
+    steps_per_beat: int = _f(ge=1, le=24)  # grid steps per quarter note
+    pitch_low: int = _f(ge=0, le=127)
+    pitch_high: int = _f(ge=0, le=127)  # inclusive
+    out_of_range: str = _f(choices=("fold", "drop"))
+    hands: str = _f(choices=("auto", "duplicate"))  # duplicate = the report's behaviour
+    single_part: str = _f(choices=("split", "duplicate"))
+    split_pitch: int = _f(ge=0, le=127)  # single part: notes >= split_pitch go to the right hand
+    bars_per_window: int = _f(ge=1, le=64)
+    hop_bars: int = _f(ge=1, le=64)
+    max_beats_per_bar: int = _f(ge=1, le=16)  # beats of the longest bar a window holds (see RollSpec)
+    min_notes_per_window: int = _f(ge=1)
+    split: SplitParams
+    shard_windows: int = _f(ge=1)  # windows per shard (bounds memory and file size)
+    max_reject_share: float = _f(ge=0.0, le=1.0)  # fail the stage when more files are rejected
+    max_file_mb: float = _f(gt=0)  # larger files are rejected unread
 
     def check(self, where: str) -> None:
         if self.pitch_high < self.pitch_low:
@@ -129,71 +134,63 @@ class ExtractParams:
         if self.pitch_high - self.pitch_low + 1 < 12 and self.out_of_range == "fold":
             raise ConfigError(f"{where}.out_of_range: fold needs a range of at least one octave")
 
-    @property
-    def n_pitches(self) -> int:
-        return self.pitch_high - self.pitch_low + 1
-
-    @property
-    def window_steps(self) -> int:
-        return self.bars_per_window * self.max_beats_per_bar * self.steps_per_beat
-
 
 # ---------------------------------------------------------------- model / training
 @dataclass(frozen=True)
 class ModelParams:
-    latent_size: int = _f(64, ge=1)
-    encoder: str = _f("per_hand", choices=("per_hand", "joint"))  # a GRU per hand, or one over both
-    encoder_hidden: int = _f(256, ge=1)
-    dense_size: int = _f(256, ge=1)  # dense ReLU layer between encoder states and (mu, logvar)
-    decoder: str = _f("hierarchical", choices=("flat", "hierarchical"))  # hierarchical: a bar-level conductor GRU
-    conductor_hidden: int = _f(256, ge=1)  # the conductor's state (hierarchical decoder only)
-    decoder_hidden: int = _f(512, ge=1)
-    frames_per_step: int = _f(4, ge=1)  # roll frames read (encoder) / written (decoder) per GRU step
-    autoregressive: bool = True  # decoder also reads the previous frame (its own output when generating)
-    output: str = _f("note_state", choices=("independent", "note_state"))  # per cell: 2 Bernoullis | off/onset/hold
-    dropout: float = _f(0.0, ge=0.0, lt=1.0)
+    latent_size: int = _f(ge=1)
+    encoder: str = _f(choices=("per_hand", "joint"))  # a GRU per hand, or one over both
+    encoder_hidden: int = _f(ge=1)
+    dense_size: int = _f(ge=1)  # dense ReLU layer between encoder states and (mu, logvar)
+    decoder: str = _f(choices=("flat", "hierarchical"))  # hierarchical: a bar-level conductor GRU
+    conductor_hidden: int = _f(ge=1)  # the conductor's state (hierarchical decoder only)
+    decoder_hidden: int = _f(ge=1)
+    frames_per_step: int = _f(ge=1)  # roll frames read (encoder) / written (decoder) per GRU step
+    autoregressive: bool  # decoder also reads the previous frame (its own output when generating)
+    output: str = _f(choices=("independent", "note_state"))  # per cell: 2 Bernoullis | off/onset/hold
+    dropout: float = _f(ge=0.0, lt=1.0)
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    lr: float = _f(1e-3, gt=0.0, le=1.0)
-    batch_size: int = _f(64, ge=1)
-    epochs: int = _f(20, ge=1)
-    clip_norm: float = _f(1.0, gt=0.0)
-    kl_weight: float = _f(1.0, ge=0.0)  # final weight of the KL term
-    kl_anneal_epochs: int = _f(5, ge=0)  # linear warm-up of the KL weight from 0
-    free_bits: float = _f(0.1, ge=0.0)  # nats per latent dimension not penalised
-    pos_weight: Optional[float] = _f(None, gt=0.0)  # null: from the training data's note density
-    max_pos_weight: float = _f(50.0, gt=0.0)
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
-    num_processes: int = _f(1, ge=1)  # >1: DistributedDataParallel under torchrun
-    threads: Optional[int] = _f(None, ge=1)  # CPU threads per process; null: the cores / num_processes
-    threshold: Optional[float] = _f(None, gt=0.0, lt=1.0)  # a cell is a note above it; null: tuned on val (max F1)
-    eval_windows: int = _f(256, ge=1)  # fixed val subset for free-decoding F1 and the threshold, every epoch
-    epoch_windows: Optional[int] = _f(None, gt=0)  # cap on training windows per epoch (new seeded subset each); null: all
-    balance_styles: bool = False  # with epoch_windows: share the cap equally between styles
-    log_reconstructions: int = _f(4, ge=0)  # windows logged to MLflow as MIDI and pictures
+    lr: float = _f(gt=0.0, le=1.0)
+    batch_size: int = _f(ge=1)
+    epochs: int = _f(ge=1)
+    clip_norm: float = _f(gt=0.0)
+    kl_weight: float = _f(ge=0.0)  # final weight of the KL term
+    kl_anneal_epochs: int = _f(ge=0)  # linear warm-up of the KL weight from 0
+    free_bits: float = _f(ge=0.0)  # nats per latent dimension not penalised
+    pos_weight: Optional[float] = _f(gt=0.0)  # null: from the training data's note density
+    max_pos_weight: float = _f(gt=0.0)
+    device: str = _f(choices=("auto", "cpu", "cuda"))
+    num_processes: int = _f(ge=1)  # >1: DistributedDataParallel under torchrun
+    threads: Optional[int] = _f(ge=1)  # CPU threads per process; null: the cores / num_processes
+    threshold: Optional[float] = _f(gt=0.0, lt=1.0)  # a cell is a note above it; null: tuned on val (max F1)
+    eval_windows: int = _f(ge=1)  # fixed val subset for free-decoding F1 and the threshold, every epoch
+    epoch_windows: Optional[int] = _f(gt=0)  # cap on training windows per epoch (new seeded subset each); null: all
+    balance_styles: bool  # with epoch_windows: share the cap equally between styles
+    log_reconstructions: int = _f(ge=0)  # windows logged to MLflow as MIDI and pictures
 
 
 @dataclass(frozen=True)
 class ClassifierParams:
-    hidden: int = _f(128, ge=1)
-    lr: float = _f(1e-3, gt=0.0)
-    epochs: int = _f(30, ge=1)
-    batch_size: int = _f(128, ge=1)
-    weight_decay: float = _f(1e-4, ge=0.0)
-    patience: int = _f(5, ge=1)  # epochs without a better val balanced accuracy before stopping
+    hidden: int = _f(ge=1)
+    lr: float = _f(gt=0.0)
+    epochs: int = _f(ge=1)
+    batch_size: int = _f(ge=1)
+    weight_decay: float = _f(ge=0.0)
+    patience: int = _f(ge=1)  # epochs without a better val balanced accuracy before stopping
 
 
 @dataclass(frozen=True)
 class JudgeParams:
-    channels: int = _f(32, ge=1)
-    hidden: int = _f(128, ge=1)
-    lr: float = _f(1e-3, gt=0.0)
-    epochs: int = _f(15, ge=1)
-    batch_size: int = _f(128, ge=1)
-    weight_decay: float = _f(1e-4, ge=0.0)
-    patience: int = _f(3, ge=1)
+    channels: int = _f(ge=1)
+    hidden: int = _f(ge=1)
+    lr: float = _f(gt=0.0)
+    epochs: int = _f(ge=1)
+    batch_size: int = _f(ge=1)
+    weight_decay: float = _f(ge=0.0)
+    patience: int = _f(ge=1)
 
 
 MAX_STRENGTH = 4.0  # the CLI's --strength: at most 4 times the strength chosen on validation pieces
@@ -203,17 +200,17 @@ MAX_GUIDED_STEPS = 1000  # classifier-guided: steps of the grid, and what the CL
 
 @dataclass(frozen=True)
 class TransferParams:
-    methods: list[str] = _f(["attribute_vector", "classifier_guided"])
+    methods: list[str]
     # Transfer strength is chosen per direction on validation pieces (the tune_transfer stage): the smallest
     # grid value whose re-encoded target share x plausible reaches target_strength, else the best one.
-    alpha_grid: list[float] = _f([0.5, 1.0, 1.5, 2.0, 3.0])  # attribute vector: alphas tried, ascending
-    guided_steps_grid: list[int] = _f([10, 25, 50, 100, 200])  # classifier-guided: step counts tried, ascending
-    target_strength: float = _f(0.9, gt=0.0, le=1.0)
-    val_pieces_per_style: int = _f(12, ge=1)  # validation pieces (seeded choice) the choice is made on
-    guided_lr: float = _f(0.05, gt=0.0)
-    guided_distance_weight: float = _f(0.1, ge=0.0)
-    max_pieces_per_style: Optional[int] = _f(None, gt=0)
-    max_failed_share: float = _f(0.25, ge=0.0, le=1.0)  # fail the stage when more pieces fail
+    alpha_grid: list[float]  # attribute vector: alphas tried, ascending
+    guided_steps_grid: list[int]  # classifier-guided: step counts tried, ascending
+    target_strength: float = _f(gt=0.0, le=1.0)
+    val_pieces_per_style: int = _f(ge=1)  # validation pieces (seeded choice) the choice is made on
+    guided_lr: float = _f(gt=0.0)
+    guided_distance_weight: float = _f(ge=0.0)
+    max_pieces_per_style: Optional[int] = _f(gt=0)
+    max_failed_share: float = _f(ge=0.0, le=1.0)  # fail the stage when more pieces fail
 
     def check(self, where: str) -> None:
         known = ("attribute_vector", "classifier_guided")
@@ -238,31 +235,31 @@ def _check_grid(grid: list, where: str, low: str, ok: Callable[[Any], bool], hig
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    report_pieces_per_direction: int = _f(2, ge=0)
-    audio: str = _f("auto", choices=("auto", "soundfont", "synth", "none"))
-    sample_rate: int = _f(22050, ge=8000)
-    audio_seconds: float = _f(30.0, gt=0.0)  # each audio file plays the piece's beginning only
-    recon_windows: Optional[int] = _f(2048, gt=0)  # seeded sample of test windows for reconstruction; null = all
+    report_pieces_per_direction: int = _f(ge=0)
+    audio: str = _f(choices=("auto", "soundfont", "synth", "none"))
+    sample_rate: int = _f(ge=8000)
+    audio_seconds: float = _f(gt=0.0)  # each audio file plays the piece's beginning only
+    recon_windows: Optional[int] = _f(gt=0)  # seeded sample of test windows for reconstruction; null = all
 
 
 @dataclass(frozen=True)
 class MlflowParams:
-    experiment: str = "midistyle"
-    enabled: bool = True
+    experiment: str
+    enabled: bool
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = _f(1234, ge=0)
-    data: DataParams = _f(DataParams())
-    extract: ExtractParams = _f(ExtractParams())
-    model: ModelParams = _f(ModelParams())
-    train: TrainParams = _f(TrainParams())
-    classifier: ClassifierParams = _f(ClassifierParams())
-    judge: JudgeParams = _f(JudgeParams())
-    transfer: TransferParams = _f(TransferParams())
-    evaluate: EvaluateParams = _f(EvaluateParams())
-    mlflow: MlflowParams = _f(MlflowParams())
+    seed: int = _f(ge=0)
+    data: DataParams
+    extract: ExtractParams
+    model: ModelParams
+    train: TrainParams
+    classifier: ClassifierParams
+    judge: JudgeParams
+    transfer: TransferParams
+    evaluate: EvaluateParams
+    mlflow: MlflowParams
 
 
 # ---------------------------------------------------------------- loading
@@ -351,6 +348,11 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
             raise ConfigError(f"{where}: must be {text} {meta[key]}, got {value!r}")
 
 
+def _optional(f: dataclasses.Field) -> bool:
+    """A field params.yaml may leave out: only the filters of a data source have defaults."""
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
 def _build(cls: type, raw: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -364,6 +366,8 @@ def _build(cls: type, raw: dict, where: str) -> Any:
         if name in raw:
             kwargs[name] = _convert(raw[name], hints[name], key)
             _check_bounds(kwargs[name], f.metadata, key)
+        elif not _optional(f):
+            raise ConfigError(f"{key}: missing")
     obj = cls(**kwargs)
     if hasattr(obj, "check"):
         obj.check(where)
