@@ -58,12 +58,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from midistyle import layout
 from midistyle.config import Params, TrainParams, as_dict
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from midistyle.model import CHECKPOINT_KIND, StyleVAE, VAEConfig
 from midistyle.recon import add_counts, count_cells, reconstruct, scores, tune_onset_threshold, tune_threshold
 from midistyle.shards import Batch, ShardIndex
+from midistyle.tracking import NullRun, git_revision, start_run
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +77,18 @@ CURVE_COLUMNS = (  # metrics/train_vae_curves.csv; the last column is dvc plots'
     "val_recon", "val_kl", "val_kl_bits_per_dim", "val_kl_weight", "val_precision", "val_recall", "val_f1",
     "val_onset_f1", "val_threshold", "val_onset_threshold", "val_active_dims", "val_total",
 )
+LOSS_TERMS = ("recon", "kl", "kl_bits_per_dim", "total")  # averaged over the windows of an epoch
 
 
 @dataclass(frozen=True)
 class Paths:
     """Where the stage reads and writes, relative to the working directory (the repo root under DVC)."""
 
-    shards: Path = Path("data/shards")
-    model: Path = Path("models/vae.pt")
-    metrics: Path = Path("metrics/train_vae.json")
-    curves: Path = Path("metrics/train_vae_curves.csv")
-    last: Path = Path("models/tmp/vae-last.pt")  # the resumable checkpoint (git-ignored, not a DVC out)
+    shards: Path = layout.SHARDS
+    model: Path = layout.VAE
+    metrics: Path = layout.TRAIN_METRICS
+    curves: Path = layout.TRAIN_CURVES
+    last: Path = layout.VAE_LAST  # the resumable checkpoint (git-ignored, not a DVC out)
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ def evaluate(vae: StyleVAE, index: ShardIndex, split: str, pos_weight: torch.Ten
              free_bits: float, device: torch.device) -> dict[str, float]:
     """Teacher-forced loss terms with z = mu over a whole split, and its active latent dimensions."""
     vae.eval()
-    sums = dict.fromkeys(("recon", "kl", "kl_bits_per_dim", "total"), 0.0)
+    sums = dict.fromkeys(LOSS_TERMS, 0.0)
     mu_sum = mu_sq = None
     n = 0
     for batch in index.iter_batches(split, EVAL_BATCH, shuffle=False, seed=0):
@@ -325,26 +328,83 @@ def train(params: Params, paths: Paths = Paths(), progress: bool = True,
             torch.distributed.destroy_process_group()
 
 
+@dataclass
+class State:
+    """What a run carries from epoch to epoch; :func:`checkpoint` writes all of it."""
+
+    vae: StyleVAE
+    model: torch.nn.Module  # the VAE, or DistributedDataParallel around it
+    opt: torch.optim.Optimizer
+    key: str  # run_key(): what a checkpoint must match to be resumed
+    shards_hash: str
+    pos_weight: list[float]  # (sounding, onset), as stored in the checkpoint
+    pw: torch.Tensor  # the same on the device
+    history: list[dict]  # one row of CURVE_COLUMNS per finished epoch
+    threshold: float | None  # the val threshold of the last epoch (None before the first one)
+    resumed_from: int  # epochs finished before this process started
+    resumed_run: str | None  # the MLflow run the resumed checkpoint logged to
+    git_rev: str | None
+
+
+@dataclass
+class Clock:
+    """Seconds this process spent training and evaluating, and the windows it trained on."""
+
+    start: float
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    windows: int = 0
+
+
 def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progress: bool,
            after_epoch: Callable | None, t_start: float) -> dict | None:
-    from midistyle.tracking import NullRun, git_revision, start_run
-
-    tp, seed = params.train, params.seed
+    """The training loop: every rank trains its share of an epoch, rank 0 validates, logs and checkpoints."""
+    tp = params.train
     index = ShardIndex.open(paths.shards)
+    steps = steps_per_epoch(index, tp, dist, paths.shards)
+    state = start_state(params, paths, index, dist, device)
+    val_subset = spread_windows(index, "val", tp.eval_windows) if dist.main else None
+    log.info("train_vae: %d train windows, %d steps/epoch x %d process(es) on %s; pos_weight sounding %.1f onset %.1f",
+             index.count("train"), steps, dist.world, device, *state.pos_weight)
+    clock = Clock(t_start)
+    with start_run(params, STAGE, state.resumed_run) if dist.main else nullcontext(NullRun()) as run:
+        if state.resumed_from:
+            run.set_tags({"resumed_from_epoch": state.resumed_from})
+        for epoch in range(state.resumed_from, tp.epochs):
+            t0 = time.perf_counter()
+            train_row = train_epoch(params, state, index, epoch, steps, dist, device, progress, clock)
+            if dist.main:
+                row = validate(params, state, index, val_subset, epoch, train_row, device, clock)
+                record_epoch(params, state, index, row, run, paths, t0)
+                if after_epoch is not None:
+                    after_epoch(epoch + 1, row)
+            if dist.world > 1:
+                torch.distributed.barrier()  # the other ranks wait for rank 0's evaluation
+        if not dist.main:
+            return None
+        return finish_run(params, paths, state, index, val_subset, run, dist, device, clock)
+
+
+def steps_per_epoch(index: ShardIndex, tp: TrainParams, dist: Dist, shards: Path) -> int:
+    """Optimisation steps of one epoch on each rank; an error when the windows make no batch."""
+    steps = index.num_batches("train", tp.batch_size, dist.world, tp.epoch_windows, tp.balance_styles)
+    if steps == 0:
+        raise UserError(f"{shards}: {index.count('train')} training windows make no batch of "
+                        f"train.batch_size {tp.batch_size} for each of {dist.world} processes")
+    return steps
+
+
+def start_state(params: Params, paths: Paths, index: ShardIndex, dist: Dist, device: torch.device) -> State:
+    """Weights initialised from the seed, or the resumable checkpoint when it is of this run (same key)."""
+    tp = params.train
     shards_hash = index.content_hash()
     key = run_key(params, shards_hash)
-    steps_per_epoch = index.num_batches("train", tp.batch_size, dist.world, tp.epoch_windows, tp.balance_styles)
-    if steps_per_epoch == 0:
-        raise UserError(f"{paths.shards}: {index.count('train')} training windows make no batch of "
-                        f"train.batch_size {tp.batch_size} for each of {dist.world} processes")
-
-    torch.manual_seed(seed)  # the initial weights
+    torch.manual_seed(params.seed)  # the initial weights
     vae = StyleVAE(VAEConfig.from_params(params.model, index.spec)).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)
     resumed = load_resumable(paths.last, key)
     if dist.world > 1:
         torch.distributed.barrier()  # every rank has read the checkpoint before rank 0 may replace it
-    history: list[dict] = []
     if resumed is not None:
         vae.load_state_dict(resumed["model_state"])
         opt.load_state_dict(resumed["optimizer_state"])
@@ -352,127 +412,130 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
         pos_weight = [resumed["pos_weight"]["sounding"], resumed["pos_weight"]["onset"]]
         log.info("resuming from %s after epoch %d of %d", paths.last, resumed["epoch"], tp.epochs)
     else:
-        pos_weight = pos_weights(index, tp)
+        history, pos_weight = [], pos_weights(index, tp)
         if dist.main:
             paths.last.unlink(missing_ok=True)
-    start_epoch = len(history)
-    pw = torch.tensor(pos_weight, device=device)
-    model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device] if device.type == "cuda" else None) \
-        if dist.world > 1 else vae
-    val_subset = spread_windows(index, "val", tp.eval_windows) if dist.main else None
-    git_rev = git_revision()[0] if dist.main else None
-    threshold = history[-1]["val_threshold"] if history else (tp.threshold or 0.5)
-    log.info("train_vae: %d train windows, %d steps/epoch x %d process(es) on %s; pos_weight sounding %.1f onset %.1f",
-             index.count("train"), steps_per_epoch, dist.world, device, *pos_weight)
-
-    def checkpoint(epoch: int, run_id: str | None) -> dict:
-        return {
-            "kind": CHECKPOINT_KIND,
-            "format": 1,
-            "model_config": asdict(vae.cfg),
-            "model_state": vae.state_dict(),
-            "optimizer_state": opt.state_dict(),
-            "epoch": epoch,  # epochs finished
-            "params": as_dict(params),
-            "run_key": key,
-            "shards_hash": shards_hash,
-            "git_rev": git_rev,
-            "styles": list(index.styles),
-            "spec": index.spec.to_dict(),
-            "threshold": float(threshold),
-            "pos_weight": {"sounding": pos_weight[0], "onset": pos_weight[1]},
-            # No RNG state is needed to resume: each epoch re-seeds from (seed, epoch).
-            "rng": {"seed": seed, "torch_seed_per_epoch": "seed * 1000 + epoch", "shard_order": "(seed, epoch)"},
-            "history": history,
-            "mlflow_run_id": run_id,
-        }
-
-    timing = {"train_seconds": 0.0, "eval_seconds": 0.0, "windows": 0}
-    resume_run = resumed.get("mlflow_run_id") if resumed else None
-    with start_run(params, STAGE, resume_run) if dist.main else nullcontext(NullRun()) as run:
-        if resumed is not None:
-            run.set_tags({"resumed_from_epoch": start_epoch})
-        for epoch in range(start_epoch, tp.epochs):
-            # ---- train: every rank, its share of the batches
-            t0 = time.perf_counter()
-            torch.manual_seed(seed * 1000 + epoch)  # reparameterisation noise and dropout of this epoch
-            model.train()
-            sums = torch.zeros(5, dtype=torch.float64, device=device)  # recon, kl, kl_bits, total, windows
-            batches = index.iter_batches("train", tp.batch_size, shuffle=True, seed=seed, epoch=epoch,
-                                         rank=dist.rank, world_size=dist.world, max_windows=tp.epoch_windows,
-                                         balance_styles=tp.balance_styles)
-            bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
-                       mininterval=1.0, disable=not (progress and dist.main))
-            for i, batch in enumerate(bar):
-                kl_w = kl_weight_at(epoch * steps_per_epoch + i, steps_per_epoch, tp)
-                terms = train_step(model, opt, *to_tensors(batch, device), pw, kl_w, tp)
-                B = len(batch)
-                sums += torch.stack([terms[k].detach().double() * B for k in ("recon", "kl", "kl_bits_per_dim", "total")]
-                                    + [torch.tensor(float(B), dtype=torch.float64, device=device)])
-                if i % 10 == 0:
-                    bar.set_postfix(loss=f"{terms['total'].item():.1f}", kl_w=f"{kl_w:.2f}", refresh=False)
-            bar.close()
-            if dist.world > 1:
-                torch.distributed.all_reduce(sums)  # totals over every rank's windows
-            train_row = dict(zip(("recon", "kl", "kl_bits_per_dim", "total"), (sums[:4] / sums[4]).tolist()))
-            train_row["kl_weight"] = kl_weight_at((epoch + 1) * steps_per_epoch, steps_per_epoch, tp)
-            timing["train_seconds"] += time.perf_counter() - t0
-            timing["windows"] += int(sums[4])
-
-            # ---- validate, log, checkpoint: rank 0
-            if dist.main:
-                t1 = time.perf_counter()
-                val = evaluate(vae, index, "val", pw, train_row["kl_weight"], tp.free_bits, device)
-                if tp.threshold is None:
-                    threshold, s, _ = tune_threshold(vae, val_subset, device)
-                else:
-                    threshold = tp.threshold
-                onset_threshold, s = tune_onset_threshold(vae, val_subset, threshold, device)
-                row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_row.items()},
-                       **{f"val_{k}": v for k, v in val.items()},
-                       "val_precision": s["precision"], "val_recall": s["recall"], "val_f1": s["f1"],
-                       "val_onset_f1": s["onset_f1"], "val_threshold": float(threshold),
-                       "val_onset_threshold": onset_threshold}
-                history.append({c: row[c] for c in CURVE_COLUMNS})
-                timing["eval_seconds"] += time.perf_counter() - t1
-                run.log_metrics({**{k: v for k, v in row.items() if k != "epoch"},
-                                 "epoch_seconds": time.perf_counter() - t0}, step=epoch + 1)
-                write_curves(paths.curves, history)
-                save_checkpoint(checkpoint(epoch + 1, run.run_id), paths.last)
-                log.info("epoch %d/%d: train total %.2f (recon %.2f kl %.2f, weight %.2f) | val total %.2f "
-                         "f1 %.3f @ %.2f, %d active dims | %.1f s", epoch + 1, tp.epochs, train_row["total"],
-                         train_row["recon"], train_row["kl"], train_row["kl_weight"], val["total"], s["f1"],
-                         threshold, val["active_dims"], time.perf_counter() - t0)
-                if after_epoch is not None:
-                    after_epoch(epoch + 1, row)
-            if dist.world > 1:
-                torch.distributed.barrier()  # the other ranks wait for rank 0's evaluation
-
-        if not dist.main:
-            return None
-        metrics = finish(params, paths, vae, index, pw, history, threshold, run, device)
-        ckpt = checkpoint(tp.epochs, run.run_id)
-        save_checkpoint(stage_checkpoint(ckpt), paths.model)
-        t_total = time.perf_counter() - t_start
-        metrics["timing"] = {
-            "wall_seconds": round(t_total, 2),
-            "train_seconds": round(timing["train_seconds"], 2),
-            "eval_seconds": round(timing["eval_seconds"], 2),
-            "windows_per_second": round(timing["windows"] / max(timing["train_seconds"], 1e-9), 1),
-            "epochs_this_run": tp.epochs - start_epoch,
-            "resumed_from_epoch": start_epoch,
-            "processes": dist.world,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-        }
-        atomic_write_json(paths.metrics, metrics)
-        log_run_artifacts(run, params, paths, vae, index, val_subset, threshold, device)
-        paths.last.unlink(missing_ok=True)
-        return metrics
+    model = vae
+    if dist.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device] if device.type == "cuda" else None)
+    return State(vae, model, opt, key, shards_hash, pos_weight, torch.tensor(pos_weight, device=device), history,
+                 threshold=history[-1]["val_threshold"] if history else tp.threshold, resumed_from=len(history),
+                 resumed_run=resumed.get("mlflow_run_id") if resumed else None,
+                 git_rev=git_revision()[0] if dist.main else None)
 
 
-def finish(params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, pw: torch.Tensor, history: list[dict],
-           threshold: float, run, device: torch.device) -> dict:
+def train_epoch(params: Params, state: State, index: ShardIndex, epoch: int, steps: int, dist: Dist,
+                device: torch.device, progress: bool, clock: Clock) -> dict[str, float]:
+    """One epoch on every rank, each its share of the batches -> the loss terms averaged over every rank's windows."""
+    tp, seed = params.train, params.seed
+    t0 = time.perf_counter()
+    torch.manual_seed(seed * 1000 + epoch)  # reparameterisation noise and dropout of this epoch
+    state.model.train()
+    sums = torch.zeros(5, dtype=torch.float64, device=device)  # recon, kl, kl_bits, total, windows
+    batches = index.iter_batches("train", tp.batch_size, shuffle=True, seed=seed, epoch=epoch, rank=dist.rank,
+                                 world_size=dist.world, max_windows=tp.epoch_windows, balance_styles=tp.balance_styles)
+    bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch", mininterval=1.0,
+               disable=not (progress and dist.main))
+    for i, batch in enumerate(bar):
+        kl_w = kl_weight_at(epoch * steps + i, steps, tp)
+        terms = train_step(state.model, state.opt, *to_tensors(batch, device), state.pw, kl_w, tp)
+        B = len(batch)
+        sums += torch.stack([terms[k].detach().double() * B for k in LOSS_TERMS]
+                            + [torch.tensor(float(B), dtype=torch.float64, device=device)])
+        if i % 10 == 0:
+            bar.set_postfix(loss=f"{terms['total'].item():.1f}", kl_w=f"{kl_w:.2f}", refresh=False)
+    bar.close()
+    if dist.world > 1:
+        torch.distributed.all_reduce(sums)  # totals over every rank's windows
+    row = dict(zip(LOSS_TERMS, (sums[:4] / sums[4]).tolist()))
+    row["kl_weight"] = kl_weight_at((epoch + 1) * steps, steps, tp)
+    clock.train_seconds += time.perf_counter() - t0
+    clock.windows += int(sums[4])
+    return row
+
+
+def validate(params: Params, state: State, index: ShardIndex, val_subset: Batch, epoch: int, train_row: dict,
+             device: torch.device, clock: Clock) -> dict:
+    """Rank 0 after an epoch: val loss terms, thresholds tuned (or fixed) on the val subset -> the epoch's row."""
+    tp = params.train
+    t0 = time.perf_counter()
+    val = evaluate(state.vae, index, "val", state.pw, train_row["kl_weight"], tp.free_bits, device)
+    if tp.threshold is None:
+        state.threshold, s, _ = tune_threshold(state.vae, val_subset, device)
+    else:
+        state.threshold = tp.threshold
+    onset_threshold, s = tune_onset_threshold(state.vae, val_subset, state.threshold, device)
+    clock.eval_seconds += time.perf_counter() - t0
+    return {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_row.items()},
+            **{f"val_{k}": v for k, v in val.items()},
+            "val_precision": s["precision"], "val_recall": s["recall"], "val_f1": s["f1"],
+            "val_onset_f1": s["onset_f1"], "val_threshold": float(state.threshold),
+            "val_onset_threshold": onset_threshold}
+
+
+def record_epoch(params: Params, state: State, index: ShardIndex, row: dict, run, paths: Paths, t0: float) -> None:
+    """Rank 0: the epoch's row into the history, MLflow and the curves file; then the resumable checkpoint."""
+    epoch = row["epoch"]
+    state.history.append({c: row[c] for c in CURVE_COLUMNS})
+    run.log_metrics({**{k: v for k, v in row.items() if k != "epoch"}, "epoch_seconds": time.perf_counter() - t0},
+                    step=epoch)
+    write_curves(paths.curves, state.history)
+    save_checkpoint(checkpoint(params, state, index, epoch, run.run_id), paths.last)
+    log.info("epoch %d/%d: train total %.2f (recon %.2f kl %.2f, weight %.2f) | val total %.2f "
+             "f1 %.3f @ %.2f, %d active dims | %.1f s", epoch, params.train.epochs, row["train_total"],
+             row["train_recon"], row["train_kl"], row["train_kl_weight"], row["val_total"], row["val_f1"],
+             row["val_threshold"], row["val_active_dims"], time.perf_counter() - t0)
+
+
+def checkpoint(params: Params, state: State, index: ShardIndex, epoch: int, run_id: str | None) -> dict:
+    """Everything a resume needs after ``epoch`` finished epochs (models/vae.pt: :func:`stage_checkpoint` of it)."""
+    return {
+        "kind": CHECKPOINT_KIND,
+        "format": 1,
+        "model_config": asdict(state.vae.cfg),
+        "model_state": state.vae.state_dict(),
+        "optimizer_state": state.opt.state_dict(),
+        "epoch": epoch,  # epochs finished
+        "params": as_dict(params),
+        "run_key": state.key,
+        "shards_hash": state.shards_hash,
+        "git_rev": state.git_rev,
+        "styles": list(index.styles),
+        "spec": index.spec.to_dict(),
+        "threshold": float(state.threshold),
+        "pos_weight": {"sounding": state.pos_weight[0], "onset": state.pos_weight[1]},
+        # No RNG state is needed to resume: each epoch re-seeds from (seed, epoch).
+        "rng": {"seed": params.seed, "torch_seed_per_epoch": "seed * 1000 + epoch", "shard_order": "(seed, epoch)"},
+        "history": state.history,
+        "mlflow_run_id": run_id,
+    }
+
+
+def finish_run(params: Params, paths: Paths, state: State, index: ShardIndex, val_subset: Batch, run, dist: Dist,
+               device: torch.device, clock: Clock) -> dict:
+    """Rank 0 after the last epoch: test metrics, models/vae.pt, the metrics file and MLflow artifacts."""
+    tp = params.train
+    metrics = final_metrics(params, paths, state.vae, index, state.pw, state.history, state.threshold, run, device)
+    save_checkpoint(stage_checkpoint(checkpoint(params, state, index, tp.epochs, run.run_id)), paths.model)
+    metrics["timing"] = {
+        "wall_seconds": round(time.perf_counter() - clock.start, 2),
+        "train_seconds": round(clock.train_seconds, 2),
+        "eval_seconds": round(clock.eval_seconds, 2),
+        "windows_per_second": round(clock.windows / max(clock.train_seconds, 1e-9), 1),
+        "epochs_this_run": tp.epochs - state.resumed_from,
+        "resumed_from_epoch": state.resumed_from,
+        "processes": dist.world,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    atomic_write_json(paths.metrics, metrics)
+    log_run_artifacts(run, params, paths, state.vae, index, val_subset, state.threshold, device)
+    paths.last.unlink(missing_ok=True)
+    return metrics
+
+
+def final_metrics(params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, pw: torch.Tensor,
+                  history: list[dict], threshold: float, run, device: torch.device) -> dict:
     """The final metrics (val of the last epoch, test by free decoding at the chosen threshold)."""
     tp = params.train
     last = history[-1]
@@ -482,7 +545,7 @@ def finish(params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, pw: t
         "threshold": float(threshold),
         "onset_threshold": float(vae.onset_threshold),
         "pos_weight": {"sounding": float(pw[0]), "onset": float(pw[1])},
-        "train": {k: last[f"train_{k}"] for k in ("recon", "kl", "kl_bits_per_dim", "total")},
+        "train": {k: last[f"train_{k}"] for k in LOSS_TERMS},
         "val": {k: last[f"val_{k}"] for k in ("recon", "kl", "kl_bits_per_dim", "total", "precision", "recall",
                                               "f1", "onset_f1", "active_dims")},
     }
