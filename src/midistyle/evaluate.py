@@ -308,6 +308,9 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
     return metrics
 
 
+Records = dict[tuple[str, Direction], list[dict]]  # (system, direction) -> one record per piece
+
+
 def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: list[str],
                        bounds: dict[str, np.ndarray]) -> dict:
     """Hear every transfer of the manifest and its baselines; aggregate per system and direction.
@@ -316,61 +319,97 @@ def evaluate_transfers(params, paths: EvalPaths, judge, spec: RollSpec, styles: 
     the reconstruction, which should keep the source's style.
     """
     rows = read_manifest(paths.transfers / "manifest.csv")
-    listener = Listener(judge, spec)
-    style_id = {s: i for i, s in enumerate(styles)}
-    pieces = select_test_pieces(paths.raw, paths.splits, styles, params.transfer.max_pieces_per_style, params.seed)
-    target_stats = {s: {k: ms.nanmean([listener.hear(paths.raw / f).stats[k] for f in files]) for k in ms.STAT_NAMES}
-                    for s, files in pieces.items()}
     ok = [r for r in rows if r["status"] == "ok"]
-    recon_of = {r["source_file"]: paths.transfers / r["output_file"] for r in ok if r["method"] == RECONSTRUCTION}
-    records: dict[tuple[str, Direction], list[dict]] = defaultdict(list)  # (system, direction) -> per-piece records
-    sources: dict[Direction, list[str]] = defaultdict(list)  # direction -> source files
-    for r in ok:
-        if r["method"] not in METHODS:
-            continue
-        src_style, tgt_style, file = r["source_style"], r["target_style"], r["source_file"]
-        direction = Direction(src_style, tgt_style)
-        target = style_id[tgt_style]
-        source = listener.hear(paths.raw / file)
-        out = {"file": file, "source_style": src_style, "target_style": tgt_style}
-        at_target = bounds[tgt_style]
-        records[(r["method"], direction)].append(
-            out | {"output": str(paths.transfers / r["output_file"])}
-            | compare(listener.hear(paths.transfers / r["output_file"]), source, target, spec.pitch_low, at_target))
-        if file in sources[direction]:
-            continue
-        sources[direction].append(file)
-        records[("copy_content", direction)].append(
-            out | {"output": str(paths.raw / file)} | compare(source, source, target, spec.pitch_low, at_target))
-        if file in recon_of:
-            records[("reconstruction", direction)].append(
-                out | {"output": str(recon_of[file])}
-                | compare(listener.hear(recon_of[file]), source, target, spec.pitch_low, bounds[src_style]))
-        candidates = pieces.get(tgt_style) or []
-        if candidates:
-            other = random.Random(f"{params.seed}:copy_style:{file}:{tgt_style}").choice(candidates)
-            records[("copy_style", direction)].append(
-                out | {"output": str(paths.raw / other)}
-                | compare(listener.hear(paths.raw / other), source, target, spec.pitch_low, at_target, aligned=False))
-    systems: dict[str, dict] = {}
-    for system in (*[m for m in METHODS if any(k[0] == m for k in records)], *BASELINES):
-        directions = {}
-        for d in sorted(sources, key=attrgetter("key")):  # the order of the text keys, as before
-            recs = records.get((system, d), [])
-            if not recs:
-                continue
-            src_stats = [listener.hear(paths.raw / f).stats for f in sources[d]]
-            directions[d.key] = aggregate(recs, src_stats, target_stats[d.target])
-        if directions:
-            systems[system] = {"mean": summarise(directions), "directions": directions}
     failed = [r for r in rows if r["status"] != "ok"]
+    listener = Listener(judge, spec)
+    pieces = select_test_pieces(paths.raw, paths.splits, styles, params.transfer.max_pieces_per_style, params.seed)
+    target_stats = style_statistics(listener, paths.raw, pieces)
+    recon_of = {r["source_file"]: paths.transfers / r["output_file"] for r in ok if r["method"] == RECONSTRUCTION}
+    hearing = Hearing(listener, paths, styles, bounds, pieces, recon_of, params.seed)
+    records, sources = hear_transfers(hearing, ok)
     metrics = {
-        "transfer": systems,
+        "transfer": aggregate_systems(records, sources, listener, paths.raw, target_stats),
         "target_stats": target_stats,
         "transfer_outputs": {"ok": len(ok), "failed": len(failed),
                              "pieces_failed": len({r["source_file"] for r in failed})},
     }
     return {"metrics": metrics, "listener": listener, "records": records}
+
+
+def style_statistics(listener: Listener, raw_dir: Path, pieces: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Per style, the mean music statistics of its test pieces: what a transfer to it should come near."""
+    return {style: {k: ms.nanmean([listener.hear(raw_dir / f).stats[k] for f in files]) for k in ms.STAT_NAMES}
+            for style, files in pieces.items()}
+
+
+@dataclass(frozen=True)
+class Hearing:
+    """Hears one output of a manifest row against the row's source piece (see :func:`evaluate_transfers`)."""
+
+    listener: Listener
+    paths: EvalPaths
+    styles: list[str]
+    bounds: dict[str, np.ndarray]  # plausibility bounds per style
+    test_pieces: dict[str, list[str]]  # test files per style: copy_style picks one of the target's
+    recon_of: dict[str, Path]  # source file -> its reconstruction
+    seed: int
+
+    def record(self, row: dict, output: Path, bounds_style: str, aligned: bool = True) -> dict:
+        """``output`` against ``row``'s source piece: the names, the output's path and :func:`compare`'s scores."""
+        source = self.listener.hear(self.paths.raw / row["source_file"])
+        target = self.styles.index(row["target_style"])
+        names = {"file": row["source_file"], "source_style": row["source_style"], "target_style": row["target_style"]}
+        heard = self.listener.hear(output)
+        return names | {"output": str(output)} | compare(heard, source, target, self.listener.spec.pitch_low,
+                                                          self.bounds[bounds_style], aligned)
+
+    def baselines(self, row: dict) -> list[tuple[str, dict]]:
+        """(system, record) of the baselines of ``row``'s source piece and direction: the source itself, its
+        reconstruction (judged against the source's style) and a seeded test piece of the target style."""
+        file, target = row["source_file"], row["target_style"]
+        out = [("copy_content", self.record(row, self.paths.raw / file, target))]
+        if file in self.recon_of:
+            out.append(("reconstruction", self.record(row, self.recon_of[file], row["source_style"])))
+        candidates = self.test_pieces.get(target) or []
+        if candidates:
+            other = random.Random(f"{self.seed}:copy_style:{file}:{target}").choice(candidates)
+            out.append(("copy_style", self.record(row, self.paths.raw / other, target, aligned=False)))
+        return out
+
+
+def hear_transfers(hearing: Hearing, ok: list[dict]) -> tuple[Records, dict[Direction, list[str]]]:
+    """Records of every method's outputs, and of the baselines once per source piece and direction;
+    with the source files of each direction."""
+    records: Records = defaultdict(list)
+    sources: dict[Direction, list[str]] = defaultdict(list)
+    for row in ok:
+        if row["method"] not in METHODS:
+            continue
+        direction = Direction(row["source_style"], row["target_style"])
+        output = hearing.paths.transfers / row["output_file"]
+        records[(row["method"], direction)].append(hearing.record(row, output, direction.target))
+        if row["source_file"] in sources[direction]:
+            continue
+        sources[direction].append(row["source_file"])
+        for system, record in hearing.baselines(row):
+            records[(system, direction)].append(record)
+    return records, sources
+
+
+def aggregate_systems(records: Records, sources: dict[Direction, list[str]], listener: Listener, raw_dir: Path,
+                      target_stats: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Per system (the methods that ran, then the baselines): :func:`aggregate` per direction and their mean."""
+    systems: dict[str, dict] = {}
+    for system in (*[m for m in METHODS if any(k[0] == m for k in records)], *BASELINES):
+        directions = {}
+        for d in sorted(sources, key=attrgetter("key")):  # the order of the text keys, as before
+            recs = records.get((system, d), [])
+            if recs:
+                src_stats = [listener.hear(raw_dir / f).stats for f in sources[d]]
+                directions[d.key] = aggregate(recs, src_stats, target_stats[d.target])
+        if directions:
+            systems[system] = {"mean": summarise(directions), "directions": directions}
+    return systems
 
 
 # ---------------------------------------------------------------- the strength <-> content curve
