@@ -374,3 +374,18 @@ def test_the_no_op_run_has_exactly_the_methods_of_a_real_run():
     for name in ("log_metric", "log_param", "set_tag", "end_run"):  # names mlflow's fluent API has, Run does not
         with pytest.raises(AttributeError, match=name):
             getattr(null, name)
+
+
+def test_transpose_moves_each_window_by_its_own_semitones_and_drops_what_leaves_the_range():
+    from midistyle.train import transpose
+    x = torch.zeros(3, 4, 2, 2, 51)
+    x[:, :, 0, 0, 10] = 1  # a low note, right hand sounding
+    x[:, :, 1, 1, 50] = 1  # the top row, left hand onset
+    torch.manual_seed(0)
+    shifts = torch.randint(-5, 7, (3,)).tolist()
+    torch.manual_seed(0)
+    y = transpose(x, -5, 6)
+    for i, s in enumerate(shifts):
+        assert y[i, :, 0, 0].nonzero()[:, 1].tolist() == [10 + s] * 4
+        assert y[i, :, 1, 1].nonzero()[:, 1].tolist() == ([50 + s] * 4 if s <= 0 else [])
+    assert torch.equal(transpose(x, 0, 0), x)

@@ -236,3 +236,51 @@ def test_missing_models_are_user_errors(project, tmp_path):
     with pytest.raises(UserError, match="no chosen transfer settings.*dvc repro tune_transfer"):
         transfer_stage(tiny_params(), project.raw, project.splits, project.vae, project.classifier, tmp_path / "t",
                        tmp_path / "settings.json")
+
+
+# ---------------------------------------------------------------- attribute_search
+def _space(model, bounds=((0.0, 100.0), (0.0, 100.0))):
+    from midistyle.transfer import SearchSpace
+    return SearchSpace((0.5, 1.0, 2.0), (0.0, -0.15, 0.15), {s: bounds for s in model.styles})
+
+
+def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(model):
+    space = _space(model)
+    assert space.alphas(1.0) == [0.5, 1.0]
+    assert space.alphas(1.5) == [0.5, 1.0, 1.5]  # --strength can ask for a cap between grid values
+    assert space.alphas(0.0) == [0.0]
+    assert space.thresholds(0.45) == [0.45, 0.3, 0.6]
+    assert space.thresholds(0.9) == [0.9, 0.75, 0.95]  # kept inside 0.05 .. 0.95
+
+
+def test_pick_candidates_takes_the_first_that_passes_else_the_one_that_misses_least():
+    from midistyle.transfer import pick_candidates, texture_miss
+    decoded = np.arange(3 * 4).reshape(3, 4)  # candidate c, window n -> 4c + n
+    miss = np.array([[0.5, 0.0, 2.0, 1.0],
+                     [0.0, 0.0, 1.5, 1.0],
+                     [0.0, 3.0, 1.7, 1.0]])
+    assert pick_candidates(decoded, miss).tolist() == [4, 1, 6, 3]
+    bounds = np.array([[1.0, 3.0], [2.0, 4.0]])
+    np.testing.assert_allclose(texture_miss(np.array([[2.0, 3.0], [4.0, 1.0], [np.nan, 3.0]]), bounds), [0.0, 1.0, 1.0])
+
+
+def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    windows = [w for w in piece_windows(piece, model.spec) if w.notes]
+    mu, lengths = model.encode(windows), np.array([w.length for w in windows])
+    s, t = model.style_index("calm"), model.style_index("busy")
+    wide = _space(model)
+    job = Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=wide))
+    decoded, miss = model.search_candidates(mu, lengths, s, t, wide.alphas(2.0), wide)
+    searched = model.search(mu, lengths, job)
+    first = np.argmin(miss, axis=0)
+    for n in range(len(windows)):
+        assert np.array_equal(searched[n], decoded[first[n], n])
+        if (miss[:, n] == 0).any():  # passing: re-encoded it is the target style, its texture inside the band
+            assert miss[first[n], n] == 0 and (miss[: first[n], n] > 0).all()
+    # no texture can pass an empty band: each window falls back to its least-missing candidate
+    none = _space(model, ((50.0, 50.0), (50.0, 50.0)))
+    d2, m2 = model.search_candidates(mu, lengths, s, t, none.alphas(2.0), none)
+    assert (m2 > 0).all()
+    got = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=none)))
+    assert np.array_equal(got, d2[np.argmin(m2, axis=0), np.arange(len(windows))])

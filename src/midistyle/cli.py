@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from midistyle import layout
-from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
+from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH, TRANSFER_METHODS
 from midistyle.errors import UserError
 
 VAE_DEFAULT = str(layout.VAE)
@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, dest="target", help="target style (see `midistyle styles`)")
     p.add_argument("--from", dest="source", default=None,
                    help="the piece's style (default: what the latent classifier hears in it)")
-    p.add_argument("--method", choices=("attribute_vector", "classifier_guided"), default="attribute_vector")
+    p.add_argument("--method", choices=TRANSFER_METHODS, default="attribute_vector")
     p.add_argument("--strength", type=float, default=1.0,
-                   help="times the alpha (attribute vector) or step count (classifier-guided) chosen for this "
+                   help="times the alpha (attribute vector; attribute search: the largest it may use) or step count "
+                        "(classifier-guided) chosen for this "
                         f"direction on validation pieces: 1 = as chosen (default), 0 = plain reconstruction, "
                         f"at most {MAX_STRENGTH:g}")
     p.add_argument("--steps", type=int, default=None,

@@ -151,6 +151,9 @@ class ModelParams:
     dropout: float = _f(ge=0.0, lt=1.0)
 
 
+MAX_TRANSPOSE = 24  # train.transpose: at most two octaves either way
+
+
 @dataclass(frozen=True)
 class TrainParams:
     lr: float = _f(gt=0.0, le=1.0)
@@ -170,6 +173,13 @@ class TrainParams:
     epoch_windows: Optional[int] = _f(gt=0)  # cap on training windows per epoch (new seeded subset each); null: all
     balance_styles: bool  # with epoch_windows: share the cap equally between styles
     log_reconstructions: int = _f(ge=0)  # windows logged to MLflow as MIDI and pictures
+    transpose: list[int]  # [low, high]: each training window moved by a random number of semitones in it; [0, 0]: off
+
+    def check(self, where: str) -> None:
+        t = self.transpose
+        if len(t) != 2 or not -MAX_TRANSPOSE <= t[0] <= 0 <= t[1] <= MAX_TRANSPOSE:
+            raise ConfigError(f"{where}.transpose: must be [low, high] semitones with -{MAX_TRANSPOSE} <= low <= 0 "
+                              f"<= high <= {MAX_TRANSPOSE}, got {t}")
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,7 @@ class JudgeParams:
     patience: int = _f(ge=1)
 
 
+TRANSFER_METHODS = ("attribute_vector", "classifier_guided", "attribute_search")  # midistyle.transfer has each
 MAX_STRENGTH = 4.0  # the CLI's --strength: at most 4 times the strength chosen on validation pieces
 MAX_ALPHA = 10.0  # attribute vector: alphas of the grid
 MAX_GUIDED_STEPS = 1000  # classifier-guided: steps of the grid, and what the CLI's --strength/--steps may ask for
@@ -205,6 +216,8 @@ class TransferParams:
     # grid value whose re-encoded target share x plausible reaches target_strength, else the best one.
     alpha_grid: list[float]  # attribute vector: alphas tried, ascending
     guided_steps_grid: list[int]  # classifier-guided: step counts tried, ascending
+    search_threshold_offsets: list[float]  # attribute_search: added to the checkpoint's decision threshold
+    search_percentiles: list[float]  # attribute_search: the accepted band of the target's training windows' texture
     target_strength: float = _f(gt=0.0, le=1.0)
     val_pieces_per_style: int = _f(ge=1)  # validation pieces (seeded choice) the choice is made on
     guided_lr: float = _f(gt=0.0)
@@ -213,11 +226,18 @@ class TransferParams:
     max_failed_share: float = _f(ge=0.0, le=1.0)  # fail the stage when more pieces fail
 
     def check(self, where: str) -> None:
-        known = ("attribute_vector", "classifier_guided")
         for m in self.methods:
-            if m not in known:
-                raise ConfigError(f"{where}.methods: unknown method {m!r}; known: {list(known)}")
+            if m not in TRANSFER_METHODS:
+                raise ConfigError(f"{where}.methods: unknown method {m!r}; known: {list(TRANSFER_METHODS)}")
         _check_grid(self.alpha_grid, f"{where}.alpha_grid", "> 0", lambda v: 0 < v <= MAX_ALPHA, MAX_ALPHA)
+        if not self.search_threshold_offsets:
+            raise ConfigError(f"{where}.search_threshold_offsets: must hold at least one value")
+        for i, o in enumerate(self.search_threshold_offsets):
+            if not -0.5 <= o <= 0.5:
+                raise ConfigError(f"{where}.search_threshold_offsets[{i}]: must be from -0.5 to 0.5, got {o!r}")
+        lo_hi = self.search_percentiles
+        if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
+            raise ConfigError(f"{where}.search_percentiles: must be [low, high] with 0 <= low < high <= 100, got {lo_hi}")
         _check_grid(self.guided_steps_grid, f"{where}.guided_steps_grid", ">= 1", lambda v: 1 <= v <= MAX_GUIDED_STEPS,
                     MAX_GUIDED_STEPS)
 

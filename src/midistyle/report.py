@@ -44,9 +44,11 @@ from midistyle.transfer import METHODS
 
 log = logging.getLogger(__name__)
 
+CURVE_MARKERS = {"attribute_vector": "o", "classifier_guided": "s", "attribute_search": "P"}
 SYSTEM_LABELS = {
     "attribute_vector": "attribute vector",
     "classifier_guided": "classifier-guided",
+    "attribute_search": "attribute search",
     "reconstruction": "baseline: reconstruction",
     "copy_content": "baseline: copy content (source)",
     "copy_style": "baseline: copy style (a real target piece)",
@@ -144,8 +146,8 @@ def plot_tradeoff(metrics: dict, out: Path) -> Path | None:
         return None
     fig = Figure(figsize=(7.5, 4.8), dpi=100, layout="constrained")
     ax = fig.subplots()
-    markers = {"attribute_vector": "o", "classifier_guided": "s", "reconstruction": "^", "copy_content": "D",
-               "copy_style": "v"}
+    markers = {"attribute_vector": "o", "classifier_guided": "s", "attribute_search": "P", "reconstruction": "^",
+               "copy_content": "D", "copy_style": "v"}
     for i, (system, data) in enumerate(systems.items()):
         color = f"C{i}"
         xs = [d["chroma_similarity"] for d in data["directions"].values()]
@@ -179,7 +181,7 @@ def plot_strength_content(rows: list[dict], styles: list[str], out: Path) -> Pat
         pts = [r for r in rows if r["method"] == method and r["direction"] == direction]
         label = f"{SYSTEM_LABELS.get(method, method)}: {direction_label(direction, styles)}"
         for ax, x in zip(axes, ("chroma_similarity", "melody_f1")):
-            _curve_line(ax, pts, x, f"C{i}", "o" if method == "attribute_vector" else "s", label)
+            _curve_line(ax, pts, x, f"C{i}", CURVE_MARKERS.get(method, "o"), label)
     for ax, name in zip(axes, ("chroma similarity with the source", "melody kept (top-line F1)")):
         ax.set_xlabel(name)
         ax.set_xlim(-0.02, 1.02)

@@ -176,6 +176,20 @@ def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.
     return x, torch.from_numpy(batch.lengths.astype(np.int64)).to(device)
 
 
+def transpose(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Every window moved by its own random number of semitones in ``low .. high`` (``train.transpose``; the
+    epoch's seeded torch generator draws them): x (B, W, 2, 2, P) -> same shape, notes leaving the range
+    dropped. The model meets each passage in every key, and stops learning the training pieces' keys by heart."""
+    if low == high == 0:
+        return x
+    P = x.shape[-1]
+    shifts = torch.randint(low, high + 1, (x.shape[0],)).to(x.device)  # (B,)
+    src = torch.arange(P, device=x.device) - shifts[:, None]  # (B, P): the row each output row comes from
+    valid = (src >= 0) & (src < P)
+    src = src.clamp(0, P - 1)[:, None, None, None, :].expand_as(x)
+    return x.gather(-1, src) * valid[:, None, None, None, :].to(x.dtype)
+
+
 def spread_windows(index: ShardIndex, split: str, n: int) -> Batch:
     """``n`` windows spread evenly over a split (always the same ones), read one shard at a time."""
     total = index.count(split)
@@ -438,7 +452,8 @@ def train_epoch(params: Params, state: State, index: ShardIndex, epoch: int, ste
                disable=not (progress and dist.main))
     for i, batch in enumerate(bar):
         kl_w = kl_weight_at(epoch * steps + i, steps, tp)
-        terms = train_step(state.model, state.opt, *to_tensors(batch, device), state.pw, kl_w, tp)
+        x, lengths = to_tensors(batch, device)
+        terms = train_step(state.model, state.opt, transpose(x, *tp.transpose), lengths, state.pw, kl_w, tp)
         B = len(batch)
         sums += torch.stack([terms[k].detach().double() * B for k in LOSS_TERMS]
                             + [torch.tensor(float(B), dtype=torch.float64, device=device)])

@@ -14,7 +14,17 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
   classifier's checkpoint);
 * ``classifier_guided``: ``guided_steps`` Adam steps of ``guided_lr`` on z that
   lower the latent classifier's cross-entropy for the target style plus
-  ``guided_distance_weight * ||z - mu||^2`` (stay near the source's content).
+  ``guided_distance_weight * ||z - mu||^2`` (stay near the source's content);
+* ``attribute_search``: generate and test, window by window. Candidates are the
+  attribute vector at every ``alpha`` of ``transfer.alpha_grid`` up to the chosen
+  one, each decoded at the checkpoint's threshold plus each of
+  ``transfer.search_threshold_offsets``. A window keeps the gentlest candidate
+  (smallest alpha, then the threshold nearest the checkpoint's) that the latent
+  classifier, re-encoding it, assigns to the target *and* whose note density and
+  polyphony lie inside the ``transfer.search_percentiles`` band (5th-95th) of the
+  target style's **training** windows
+  (:class:`SearchSpace`); when none passes, the candidate that misses least. The
+  judge takes no part: it only evaluates.
 
 ``alpha`` and ``guided_steps`` are chosen per direction on validation pieces by
 the ``tune_transfer`` stage (:mod:`midistyle.tuning`) and read back from
@@ -35,6 +45,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, replace
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -44,23 +55,25 @@ from tqdm import tqdm
 
 from midistyle import layout
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
-from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH
+from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH, TRANSFER_METHODS
 from midistyle.directions import Direction
 from midistyle.errors import UserError
 from midistyle.extract import read_manifest as read_raw_manifest
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, staged_dir
 from midistyle.model import StyleVAE, load_vae, vae_spec
+from midistyle import musicstats as ms
 from midistyle.roll import (PieceRoll, RollSpec, Timing, Window, iter_windows, read_piece, roll_to_midi, stitch_windows,
                             write_midi)
 
 log = logging.getLogger(__name__)
 
-METHODS = ("attribute_vector", "classifier_guided")
+METHODS = TRANSFER_METHODS
 RECONSTRUCTION = "reconstruction"
 MANIFEST_COLUMNS = ("method", "source_style", "target_style", "source_file", "output_file", "windows", "status", "error")
 DECODE_BATCH = 256
 PIECES_PER_BATCH = 32  # pieces whose windows are encoded and decoded together (full decoder batches)
-KNOBS = {"attribute_vector": "alpha", "classifier_guided": "guided_steps"}  # the setting chosen per direction
+# The setting chosen per direction (attribute_search: the largest alpha its search may use).
+KNOBS = {"attribute_vector": "alpha", "classifier_guided": "guided_steps", "attribute_search": "alpha"}
 
 
 def check_strength(strength: float) -> float:
@@ -78,6 +91,37 @@ def check_step_count(steps: int) -> int:
 
 
 @dataclass(frozen=True)
+class SearchSpace:
+    """What ``attribute_search`` tries per window and which texture it accepts (written by tune_transfer)."""
+
+    alpha_grid: tuple[float, ...]  # transfer.alpha_grid
+    threshold_offsets: tuple[float, ...]  # transfer.search_threshold_offsets, added to the checkpoint's threshold
+    texture_bounds: dict[str, tuple]  # style -> ((density lo, hi), (polyphony lo, hi)): transfer.search_percentiles of its training windows
+
+    def alphas(self, cap: float) -> list[float]:
+        """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
+        return sorted({float(a) for a in self.alpha_grid if a <= cap} | {float(cap)})
+
+    def thresholds(self, base: float) -> list[float]:
+        """Decision thresholds tried, nearest ``base`` first (each kept inside 0.05 .. 0.95)."""
+        out: list[float] = []
+        for o in sorted(self.threshold_offsets, key=abs):
+            t = round(min(0.95, max(0.05, base + o)), 6)
+            if t not in out:
+                out.append(t)
+        return out
+
+    def to_json(self) -> dict:
+        return {"alpha_grid": list(self.alpha_grid), "threshold_offsets": list(self.threshold_offsets),
+                "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SearchSpace":
+        return cls(tuple(float(a) for a in data["alpha_grid"]), tuple(float(o) for o in data["threshold_offsets"]),
+                   {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()})
+
+
+@dataclass(frozen=True)
 class TransferSettings:
     """How far to move: one direction's chosen settings (the CLI scales them with ``--strength``).
 
@@ -90,11 +134,14 @@ class TransferSettings:
     guided_steps: int  # classifier_guided: Adam steps on z
     guided_lr: float  # transfer.guided_lr
     guided_distance_weight: float  # transfer.guided_distance_weight
+    search: Optional[SearchSpace]  # attribute_search: its candidates and accepted texture (None: other methods)
 
     @classmethod
-    def unmoved(cls, guided_lr: float, guided_distance_weight: float) -> "TransferSettings":
+    def unmoved(cls, guided_lr: float, guided_distance_weight: float,
+                search: Optional[SearchSpace] = None) -> "TransferSettings":
         """No move yet (alpha 0, no guided steps), with the guided optimiser's settings from params.transfer."""
-        return cls(alpha=0.0, guided_steps=0, guided_lr=guided_lr, guided_distance_weight=guided_distance_weight)
+        return cls(alpha=0.0, guided_steps=0, guided_lr=guided_lr, guided_distance_weight=guided_distance_weight,
+                   search=search)
 
     def with_strength(self, strength: float) -> "TransferSettings":
         """``strength`` times the chosen alpha and guided steps (1 = as chosen, 0 = reconstruction)."""
@@ -210,7 +257,7 @@ class StyleTransfer:
         """Move latents ``mu`` (N, Z) from styles ``source`` (N,) to ``target`` (N,) by ``method``."""
         if method == RECONSTRUCTION:
             return mu
-        if method == "attribute_vector":
+        if method in ("attribute_vector", "attribute_search"):  # attribute_search: its fallback, z at the cap
             means = self.regions.means.to(mu.device)
             return mu + settings.alpha * (means[target] - means[source])
         if method == "classifier_guided":
@@ -242,12 +289,13 @@ class StyleTransfer:
         return out
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> np.ndarray:
-        """Free decoding with the checkpoint's threshold: z (N, Z) -> bool windows (N, W, 2, 2, P)."""
+    def decode(self, z: torch.Tensor, threshold: float | None = None) -> np.ndarray:
+        """Free decoding at ``threshold`` (None: the checkpoint's): z (N, Z) -> bool windows (N, W, 2, 2, P)."""
+        threshold = self.threshold if threshold is None else threshold
         out = []
         for lo in range(0, len(z), DECODE_BATCH):
-            probs = self.vae.generate(z[lo : lo + DECODE_BATCH], steps=self.spec.window_steps, threshold=self.threshold)
-            out.append((probs > self.threshold).cpu().numpy())
+            probs = self.vae.generate(z[lo : lo + DECODE_BATCH], steps=self.spec.window_steps, threshold=threshold)
+            out.append((probs > threshold).cpu().numpy())
         if not out:
             return np.zeros((0, self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
         return np.concatenate(out)
@@ -270,7 +318,17 @@ class StyleTransfer:
         decoded = None
         if flat:
             mu = self.encode(flat)
-            decoded = self.decode(torch.cat([self._moved(mu, job) for job in jobs]))
+            plain = [job for job in jobs if job.method != "attribute_search"]
+            moved = self.decode(torch.cat([self._moved(mu, job) for job in plain])) if plain else None
+            lengths = np.array([w.length for w in flat])
+            parts, i = [], 0
+            for job in jobs:
+                if job.method == "attribute_search":
+                    parts.append(self.search(mu, lengths, job))
+                else:
+                    parts.append(moved[i * len(flat) : (i + 1) * len(flat)])
+                    i += 1
+            decoded = np.concatenate(parts)
         out, lo, n = [], 0, len(flat)
         for piece, ws in zip(pieces, windows):
             total = len(piece.roll)
@@ -282,6 +340,50 @@ class StyleTransfer:
             out.append(rolls)
             lo += len(ws)
         return out
+
+    # ------------------------------------------------------------ attribute_search
+    def search(self, mu: torch.Tensor, lengths: np.ndarray, job: Job) -> np.ndarray:
+        """``attribute_search``: per window the gentlest candidate that passes, else the one that misses least
+        (module docstring), as decoded windows (N, W, 2, 2, P) cleared past each window's length. A candidate
+        is decoded only for the windows that no gentler one settled."""
+        space, s, t = job.settings.search, job.source, job.target
+        out = np.zeros((len(mu), self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
+        best = np.full(len(mu), np.inf)
+        todo = np.arange(len(mu))
+        for alpha in space.alphas(job.settings.alpha):
+            for threshold in space.thresholds(self.threshold):
+                if len(todo) == 0:
+                    return out
+                dec, miss = self.candidate(mu[todo], lengths[todo], s, t, alpha, threshold, space)
+                better = miss < best[todo]
+                out[todo[better]], best[todo[better]] = dec[better], miss[better]
+                todo = todo[miss > 0]
+        return out
+
+    def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
+                          space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+        """Every candidate for every window, alphas (ascending) outside and thresholds (the checkpoint's first)
+        inside: decoded (C, N, W, 2, 2, P) and miss (C, N) (what the tune_transfer stage sweeps)."""
+        cands = [self.candidate(mu, lengths, source, target, a, th, space)
+                 for a in alphas for th in space.thresholds(self.threshold)]
+        return np.stack([c[0] for c in cands]), np.stack([c[1] for c in cands])
+
+    def candidate(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
+                  threshold: float, space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+        """One candidate: the attribute vector at ``alpha`` decoded at ``threshold``, cleared past each window's
+        length (N, W, 2, 2, P), and how far it misses (N,), 0 when it passes: re-encoded, the latent
+        classifier assigns it to the target (else +1), and its density and polyphony lie inside the target's
+        training band (else + the distance outside it, in band widths)."""
+        if source == target:
+            raise UserError("attribute_search: the source and target styles are the same")
+        means = self.regions.means.to(mu.device)
+        inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
+        dec = self.decode(mu + alpha * (means[target] - means[source]), threshold) & inside
+        if len(dec) == 0:
+            return dec, np.zeros(0)
+        off_target = self.style_probs(self.encode_arrays(dec, lengths)).argmax(-1) != target
+        bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
+        return dec, off_target + texture_miss(ms.window_features(dec, lengths, self.spec.steps_per_beat), bounds)
 
     def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
         src = torch.full((len(mu),), job.source, dtype=torch.long, device=mu.device)
@@ -324,6 +426,20 @@ class StyleTransfer:
         return roll, Timing([(0, float(tempo))], [(0, spec.max_beats_per_bar, 4)])
 
 
+def texture_miss(features: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """How far features (N, 2) lie outside their bands (2, 2), summed in band widths (0 inside; a ``nan``
+    feature, a silent window, misses by 1)."""
+    width = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-9)
+    out = np.maximum(bounds[:, 0] - features, 0) + np.maximum(features - bounds[:, 1], 0)
+    return np.nan_to_num(out / width, nan=1.0).sum(axis=1)
+
+
+def pick_candidates(decoded: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    """Per window the first candidate that passes (miss 0), else the first that misses least:
+    decoded (C, N, ...), miss (C, N) -> (N, ...)."""
+    return decoded[np.argmin(miss, axis=0), np.arange(miss.shape[1])]
+
+
 # ---------------------------------------------------------------- chosen settings
 SETTINGS_KIND = "transfer_settings"
 
@@ -336,11 +452,12 @@ class ChosenSettings:
     guided_lr: float
     guided_distance_weight: float
     chosen: dict[str, dict[str, float]]  # method -> Direction.key -> alpha or guided steps
+    search: Optional[SearchSpace]  # attribute_search's candidates and accepted texture
     path: str  # the file they were read from (for errors)
 
     def for_direction(self, method: str, source: str, target: str) -> TransferSettings:
         """The settings of one direction: the method's chosen knob, the other one 0 (a reconstruction: both 0)."""
-        base = TransferSettings.unmoved(self.guided_lr, self.guided_distance_weight)
+        base = TransferSettings.unmoved(self.guided_lr, self.guided_distance_weight, self.search)
         if method == RECONSTRUCTION:
             return base
         direction = Direction(source, target).key
@@ -367,8 +484,13 @@ def load_chosen_settings(path: str | Path, styles: list[str] | None = None) -> C
     if styles is not None and list(data["styles"]) != list(styles):
         raise UserError(f"{path}: chosen for styles {data['styles']}, the model knows {list(styles)} "
                         "(re-run `dvc repro tune_transfer`)")
+    try:
+        search = SearchSpace.from_json(data["search"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: no valid attribute_search space ({type(exc).__name__}: {exc}; "
+                        "re-run `dvc repro tune_transfer`)") from None
     return ChosenSettings(list(data["styles"]), float(data["guided_lr"]), float(data["guided_distance_weight"]),
-                          data["chosen"], str(path))
+                          data["chosen"], search, str(path))
 
 
 # ---------------------------------------------------------------- files

@@ -42,7 +42,8 @@ from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, staged_dir
 from midistyle.roll import read_piece
 from midistyle.shards import ShardIndex
-from midistyle.transfer import KNOBS, SETTINGS_KIND, StyleTransfer, TransferSettings, audible_windows, select_pieces
+from midistyle.transfer import (KNOBS, SETTINGS_KIND, SearchSpace, StyleTransfer, TransferSettings, audible_windows,
+                                pick_candidates, select_pieces)
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,12 @@ def mask_lengths(rolls: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return rolls & inside
 
 
-def style_bounds(index: ShardIndex, split: str) -> dict[str, np.ndarray]:
-    """Per style, the plausibility bounds (:func:`~midistyle.musicstats.plausible_bounds`) of ``split``'s real windows."""
+def style_bounds(index: ShardIndex, split: str,
+                 percentiles: tuple[float, float] = ms.PLAUSIBLE_PERCENTILES) -> dict[str, np.ndarray]:
+    """Per style, the band (:func:`~midistyle.musicstats.plausible_bounds`) of ``split``'s real windows' features."""
     data = index.load_split(split)
     feats = ms.window_features(data.rolls, data.lengths, index.spec.steps_per_beat)
-    return {s: ms.plausible_bounds(feats[data.style == i]) for i, s in enumerate(index.styles)}
+    return {s: ms.plausible_bounds(feats[data.style == i], percentiles) for i, s in enumerate(index.styles)}
 
 
 # ---------------------------------------------------------------- the sweep
@@ -110,9 +112,26 @@ def moved_latents(model: StyleTransfer, mu: torch.Tensor, method: str, source: i
 def sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, method: str, source: int, target: int,
           grid: list, base: TransferSettings) -> np.ndarray:
     """Decoded windows (G, N, W, 2, 2, P) of every grid value, cleared past each window's length (one decoding batch)."""
+    if method == "attribute_search":
+        return search_sweep(model, windows, mu, source, target, grid, base.search)
     z = torch.cat(moved_latents(model, mu, method, source, target, grid, base))
     decoded = model.decode(z).reshape(len(grid), len(mu), *windows.rolls.shape[1:])
     return mask_lengths(decoded, windows.length[None])
+
+
+def search_sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, source: int, target: int,
+                 grid: list, space: SearchSpace) -> np.ndarray:
+    """attribute_search at every cap of ``grid`` (G, N, W, 2, 2, P): the candidates of every alpha are decoded
+    once; under cap ``grid[g]`` a window keeps the first that passes among the alphas up to it, else the first
+    that misses least (what :meth:`StyleTransfer.search` picks)."""
+    alphas = sorted({float(a) for a in grid} | set(space.alphas(max(grid))))
+    n_thr = len(space.thresholds(model.threshold))
+    decoded, miss = model.search_candidates(mu, windows.length, source, target, alphas, space)
+    out = []
+    for cap in grid:
+        k = alphas.index(float(cap)) + 1  # the candidates of alphas[:k]
+        out.append(pick_candidates(decoded[: k * n_thr], miss[: k * n_thr]))
+    return np.stack(out)
 
 
 def selection_scores(model: StyleTransfer, decoded: np.ndarray, lengths: np.ndarray, target: int,
@@ -143,9 +162,13 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
     t0 = time.perf_counter()
     tp = params.transfer
     model = StyleTransfer.load(paths.vae, paths.classifier)
-    bounds = style_bounds(ShardIndex.open(paths.shards), "val")
+    index = ShardIndex.open(paths.shards)
+    bounds = style_bounds(index, "val")
+    space = SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_threshold_offsets),
+                        {s: tuple(map(tuple, b.tolist()))
+                         for s, b in style_bounds(index, "train", tuple(tp.search_percentiles)).items()})
     pieces = select_pieces(paths.raw, paths.splits, model.styles, tp.val_pieces_per_style, params.seed, "val")
-    base = TransferSettings.unmoved(tp.guided_lr, tp.guided_distance_weight)
+    base = TransferSettings.unmoved(tp.guided_lr, tp.guided_distance_weight, space)
     chosen: dict[str, dict[str, float]] = {m: {} for m in tp.methods}
     selection: dict[str, dict[str, dict]] = {m: {} for m in tp.methods}
     with staged_dir(paths.sweep) as tmp:
@@ -158,6 +181,7 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
                                                "grids": {m: grid_of(m, tp) for m in tp.methods}})
     out = {"kind": SETTINGS_KIND, "styles": model.styles, "rule": _RULE, "target_strength": tp.target_strength,
            "guided_lr": tp.guided_lr, "guided_distance_weight": tp.guided_distance_weight, "chosen": chosen,
+           "search": space.to_json(),
            "selection": selection, "val_pieces": {s: len(f) for s, f in pieces.items()},
            "val_bounds": {s: b.tolist() for s, b in bounds.items()},
            "wall_seconds": round(time.perf_counter() - t0, 1)}
