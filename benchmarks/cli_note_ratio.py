@@ -7,7 +7,7 @@ are counted with pretty_midi. Prints the median output/source note-count
 ratio per direction and overall (goal of issue 9: between 0.7 and 1.4), and
 writes benchmarks/results/cli_note_ratio.json.
 
-    python benchmarks/cli_note_ratio.py [--pieces 20] [--method attribute_vector]
+    python benchmarks/cli_note_ratio.py [--pieces 20] [--method attribute_search]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_pieces(raw: Path, splits: Path, per_style: int) -> dict[str, list[str]]
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pieces", type=int, default=20, help="test pieces per style")
-    ap.add_argument("--method", default="attribute_vector")
+    ap.add_argument("--method", default="attribute_search")
     ap.add_argument("--raw", type=Path, default=Path("data/raw"))
     ap.add_argument("--splits", type=Path, default=Path("data/splits.json"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/cli_note_ratio.json"))

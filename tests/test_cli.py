@@ -58,7 +58,7 @@ def test_transfer_writes_a_piece_at_the_source_tempo(capsys, chosen, project, tm
     out = tmp_path / "out.mid"
     code, stdout, _ = run_main(capsys, "transfer", str(src), "--to", "calm", "-o", str(out), *chosen)
     assert code == 0 and out.exists()
-    assert "-> calm by attribute_vector" in stdout
+    assert "-> calm by attribute_search" in stdout  # the default method
     spec = project.spec
     assert len(read_piece(out, spec).bar_starts) <= len(read_piece(src, spec).bar_starts)
     tempi = [m.tempo for t in mido.MidiFile(out).tracks for m in t if m.type == "set_tempo"]
@@ -80,7 +80,7 @@ def test_transfer_options(capsys, chosen, project, tmp_path):
     local = tmp_path / "mine.mid"
     local.write_bytes((project.raw / "calm" / "piece0.mid").read_bytes())
     code, _, _ = run_main(capsys, "transfer", str(local), "--to", "busy", *models)
-    assert code == 0 and (tmp_path / "mine.attribute_vector.busy.mid").exists()
+    assert code == 0 and (tmp_path / "mine.attribute_search.busy.mid").exists()
 
 
 def test_strength_one_is_the_alpha_chosen_for_the_direction(capsys, chosen, project, tmp_path):
@@ -95,7 +95,7 @@ def test_strength_one_is_the_alpha_chosen_for_the_direction(capsys, chosen, proj
     for strength in (1.0, 0.5):
         cli_out = tmp_path / f"cli{strength}.mid"
         code, _, _ = run_main(capsys, "transfer", str(src), "--to", "busy", "--from", "calm", "--strength", str(strength),
-                              "-o", str(cli_out), *chosen)
+                              "--method", "attribute_vector", "-o", str(cli_out), *chosen)
         assert code == 0
         (roll,) = model.transfer_piece(piece, [Job("attribute_vector", 1, 0, transfer_settings(alpha=alpha * strength))])
         by_hand = write_roll(roll, model.spec, piece.timing, tmp_path / f"hand{strength}.mid")

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, dest="target", help="target style (see `midistyle styles`)")
     p.add_argument("--from", dest="source", default=None,
                    help="the piece's style (default: what the latent classifier hears in it)")
-    p.add_argument("--method", choices=TRANSFER_METHODS, default="attribute_vector")
+    p.add_argument("--method", choices=TRANSFER_METHODS, default="attribute_search",
+                   help="how to move (default attribute_search: the best plausible strength on the default profile)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="times the alpha (attribute vector; attribute search: the largest it may use) or step count "
                         "(classifier-guided) chosen for this "

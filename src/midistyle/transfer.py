@@ -347,6 +347,8 @@ class StyleTransfer:
         (module docstring), as decoded windows (N, W, 2, 2, P) cleared past each window's length. A candidate
         is decoded only for the windows that no gentler one settled."""
         space, s, t = job.settings.search, job.source, job.target
+        if job.settings.alpha == 0:  # strength 0: the plain reconstruction
+            return self.decode(mu)
         out = np.zeros((len(mu), self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
         best = np.full(len(mu), np.inf)
         todo = np.arange(len(mu))
