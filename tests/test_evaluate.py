@@ -159,7 +159,7 @@ def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
     rec = metrics["reconstruction"]
     assert {"precision", "recall", "f1"} <= set(rec) and rec["windows"] > 0
     systems = metrics["transfer"]
-    assert set(systems) == {"attribute_vector", "classifier_guided", "reconstruction", "copy_content", "copy_style"}
+    assert set(systems) == {"attribute_vector", "classifier_guided", "attribute_search", "reconstruction", "copy_content", "copy_style"}
     for system, data in systems.items():
         assert set(data["directions"]) == {"busy_to_calm", "calm_to_busy"}
         assert {"plausible_strength", "strength", "plausible_share", "chroma_similarity", "melody_f1",
@@ -184,7 +184,7 @@ def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
         assert lo <= hi and 0.5 <= plaus["real_test_windows_plausible_share"][style] <= 1.0
     assert plaus["bounds"]["busy"]["note_density"][0] > plaus["bounds"]["calm"]["note_density"][1]
     chosen = metrics["transfer_settings"]["chosen"]
-    assert set(chosen) == {"attribute_vector", "classifier_guided"}
+    assert set(chosen) == {"attribute_vector", "classifier_guided", "attribute_search"}
     assert chosen["attribute_vector"]["busy_to_calm"]["knob"] == "alpha"    # a real piece of the target style is the judge's home ground
     assert systems["copy_style"]["mean"]["strength"] >= 0.8
     assert systems["copy_style"]["mean"]["gap_closed"] > 0.5
@@ -201,7 +201,8 @@ def test_strength_content_curve_is_the_judged_validation_sweep(project, metrics)
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == CURVE_COLUMNS
     tp = project.params.transfer
-    assert len(rows) == 2 * (len(tp.alpha_grid) + len(tp.guided_steps_grid))  # two directions
+    grid = {"attribute_vector": tp.alpha_grid, "attribute_search": tp.alpha_grid, "classifier_guided": tp.guided_steps_grid}
+    assert len(rows) == 2 * sum(len(grid[m]) for m in tp.methods)  # two directions
     settings = json.loads(project.settings.read_text())
     for r in rows:
         chosen = settings["chosen"][r["method"]][r["direction"]]
@@ -209,7 +210,7 @@ def test_strength_content_curve_is_the_judged_validation_sweep(project, metrics)
         assert r["chosen"] == str(int(float(r["value"]) == chosen))
         for k in ("plausible_strength", "strength", "plausible_share", "chroma_similarity", "melody_f1"):
             assert r[k] == "" or 0.0 <= float(r[k]) <= 1.0
-    assert sum(r["chosen"] == "1" for r in rows) == 4
+    assert sum(r["chosen"] == "1" for r in rows) == 2 * len(tp.methods)
     page = (project.report / "index.html").read_text()
     assert 'src="img/strength_content.png"' in page and 'id="strength"' in page
     assert page.index("plausible strength") < page.index("strength (judge only)")  # the headline leads
