@@ -94,20 +94,22 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = True) -> bytes:
     """An ``.npz`` (readable by ``np.load``) whose bytes depend only on the arrays.
 
     ``np.savez_compressed`` stamps each member with the current time; here every
     member gets a fixed timestamp and the members are written in sorted order,
-    so the same input gives byte-identical shards.
+    so the same input gives byte-identical files. ``compress``: deflated members
+    (``np.savez_compressed``), else stored ones (``np.savez``).
     """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
         for name in sorted(arrays):
             arr_buf = io.BytesIO()
             np.lib.format.write_array(arr_buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = method
             info.external_attr = 0o644 << 16
-            zf.writestr(info, arr_buf.getvalue(), compresslevel=6)
+            zf.writestr(info, arr_buf.getvalue(), compresslevel=6 if compress else None)
     return buf.getvalue()
