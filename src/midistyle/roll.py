@@ -248,11 +248,10 @@ def bar_lines(timing: Timing, total_steps: int, spb: int) -> list[int]:
     meters = timing.meters + [(max(total_steps, 1), 0, 0)]
     for (start, num, den), (nxt, _, _) in zip(meters[:-1], meters[1:]):
         bar = max(1, int(round(num * 4 / den * spb)))
-        s = start
-        while s < nxt:
-            if not bars or s > bars[-1]:
-                bars.append(s)
-            s += bar
+        lines = range(start, nxt, bar)
+        if bars and lines and lines[0] <= bars[-1]:  # only bar lines after the last one count
+            lines = lines[(bars[-1] - start) // bar + 1:]
+        bars.extend(lines)
     return bars or [0]
 
 
@@ -510,9 +509,13 @@ def _scan_parts(data: bytes, name: str) -> tuple[list[_Part], bool]:
     for track_name, group, start, end, pitch in tracks:
         if not len(group):
             continue
-        groups, first = np.unique(group, return_index=True)
-        for g in groups[np.argsort(first)].tolist():  # parts in the order of their first note
-            sel = group == g
+        if (group == group[0]).all():
+            order, masks = [int(group[0])], [slice(None)]
+        else:
+            groups, first = np.unique(group, return_index=True)
+            order = groups[np.argsort(first)].tolist()  # parts in the order of their first note
+            masks = [group == g for g in order]
+        for g, sel in zip(order, masks):
             if g // 128 == 9:
                 drum_notes = True
             else:
@@ -650,22 +653,27 @@ def _parts_to_notes(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps
             sel = slice(None) if mask is None else mask
             ons.append(part.on[sel]); offs.append(part.off[sel]); pitches.append(part.pitch[sel])
             hand_ids.append(np.full(len(pitches[-1]), hand, np.int64))
-    on = to_steps(np.concatenate(ons))
-    off = np.maximum(to_steps(np.concatenate(offs)), on + 1)  # every note lasts at least one step
+    steps = to_steps(np.concatenate(ons + offs))
+    n = len(steps) // 2
+    on = steps[:n]
+    off = np.maximum(steps[n:], on + 1)  # every note lasts at least one step
     pitch = np.concatenate(pitches)
     hand = np.concatenate(hand_ids)
     stats["notes"] = len(pitch)
     out = (pitch < spec.pitch_low) | (pitch > spec.pitch_high)
+    n_out = int(np.count_nonzero(out))
     if spec.out_of_range == "drop":
-        stats["notes_dropped"] = int(out.sum())
-        keep = ~out
-        on, off, pitch, hand = on[keep], off[keep], pitch[keep], hand[keep]
+        stats["notes_dropped"] = n_out
+        if n_out:
+            keep = ~out
+            on, off, pitch, hand = on[keep], off[keep], pitch[keep], hand[keep]
     else:
-        stats["notes_folded"] = int(out.sum())
-        low = pitch < spec.pitch_low
-        pitch = np.where(low, pitch + 12 * ((spec.pitch_low - pitch + 11) // 12), pitch)
-        high = pitch > spec.pitch_high
-        pitch = np.where(high, pitch - 12 * ((pitch - spec.pitch_high + 11) // 12), pitch)
+        stats["notes_folded"] = n_out
+        if n_out:
+            low = pitch < spec.pitch_low
+            pitch = np.where(low, pitch + 12 * ((spec.pitch_low - pitch + 11) // 12), pitch)
+            high = pitch > spec.pitch_high
+            pitch = np.where(high, pitch - 12 * ((pitch - spec.pitch_high + 11) // 12), pitch)
     if not len(pitch):
         raise RollError(name, "no_notes", "every note was out of range and dropped")
     on, off = np.maximum(on, 0), np.maximum(off, 1)
@@ -714,7 +722,7 @@ def _hand_groups(parts: list[_Part], spec: RollSpec) -> list[list[tuple[_Part, n
         p = parts[0]
         upper = p.pitch >= spec.split_pitch
         return [[(p, upper)], [(p, ~upper)]]
-    order = sorted(parts, key=lambda p: -float(np.mean(p.pitch)))
+    order = sorted(parts, key=lambda p: -(int(p.pitch.sum()) / len(p.pitch)))  # np.mean's value, exactly
     n_right = math.ceil(len(order) / 2)
     return [[(p, None) for p in order[:n_right]], [(p, None) for p in order[n_right:]]]
 

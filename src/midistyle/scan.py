@@ -64,19 +64,20 @@ def _next_event(b: np.ndarray, n: int) -> np.ndarray:
 
     Entries n and n + 1 map to themselves.
     """
-    more = b >= 0x80
-    m0, m1, m2 = more[:n], more[1:n + 1], more[2:n + 2]
-    m01 = m0 & m1
-    s = np.arange(1, n + 1) + m0 + m01 + (m01 & m2)  # the status (or first data) byte
-    nxt = s + _SPAN[b[s]]
-    var = np.flatnonzero(_SPAN[b[s]] == 0)  # meta and sysex events: their length follows
+    more = (b >= 0x80).view(np.uint8)
+    m01 = more[:n] & more[1:n + 1]
+    m012 = m01 & more[2:n + 2]
+    s = np.arange(1, n + 1) + (more[:n] + m01 + m012)  # the status (or first data) byte
+    span = _SPAN[b[s]]
+    nxt = s + span
+    var = np.flatnonzero(span == 0)  # meta and sysex events: their length follows
     if len(var):
         sv = s[var]
         lp = sv + np.where(b[sv] == 0xFF, 2, 1)
         length, value = _vlq_at(b, np.minimum(lp, n + 1))
         nxt[var] = np.where(length > 0, lp + length + value, n + 1)
-    nxt[m01 & m2 & more[3:n + 3]] = n + 1  # a delta time over 4 bytes
-    nxt[nxt > n] = n + 1
+    nxt[(m012 & more[3:n + 3]).view(bool)] = n + 1  # a delta time over 4 bytes
+    np.minimum(nxt, n + 1, out=nxt)  # past the file (n + 1 maps to itself)
     return np.concatenate([nxt, [n, n + 1]])
 
 
@@ -165,8 +166,7 @@ def _events(data: bytes, b: np.ndarray, pts: np.ndarray, tid: np.ndarray, n_trac
     pc = (kind == 0xC0) & ~meta
     if pc.any():
         sel = np.flatnonzero(pc | on)
-        order = np.argsort(tid[sel] * 16 + ch[sel], kind="stable")
-        sel = sel[order]
+        sel = sel[_stable_argsort(tid[sel] * 16 + ch[sel])]
         group = tid[sel] * 16 + ch[sel]
         k = np.arange(len(sel))
         group_start = np.maximum.accumulate(np.where(np.append(True, group[1:] != group[:-1]), k, 0))
@@ -181,6 +181,14 @@ def _events(data: bytes, b: np.ndarray, pts: np.ndarray, tid: np.ndarray, n_trac
         size, q = _read_vlq(data, q)
         names[int(tid[e])] = data[q:q + size].decode("latin-1")
     return (tid[note], ch[note] * 128 + d1[note], ticks[note], on[note], d1[note], ch[note] * 128 + program, names)
+
+
+def _stable_argsort(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` for keys in [0, 2**32), as one or two radix sorts of 16 bits."""
+    if not len(key) or key.max() < 1 << 16:
+        return np.argsort(key.astype(np.uint16), kind="stable")
+    low = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    return low[np.argsort((key[low] >> 16).astype(np.uint16), kind="stable")]
 
 
 def _read_vlq(data: bytes, pos: int) -> tuple[int, int]:
@@ -209,7 +217,7 @@ def _pair(tid: np.ndarray, key: np.ndarray, tick: np.ndarray, is_on: np.ndarray,
     m = len(key)
     if not m:
         return out
-    order = np.argsort(tid * 4096 + key, kind="stable")  # each key's events in file order, key after key
+    order = _stable_argsort(tid * 4096 + key)  # each key's events in file order, key after key
     k, t, is_off = (tid * 4096 + key)[order], tick[order], ~is_on[order]
     new_key = np.concatenate([[True], k[1:] != k[:-1]])
     # stretches: a key's events up to and including a note-off
@@ -238,7 +246,9 @@ def _pair(tid: np.ndarray, key: np.ndarray, tick: np.ndarray, is_on: np.ndarray,
                        np.where(ends_off[sk] & (t_end[sk] == s) & kept[sk] & has_next & (t_end[nxt] > s), last[nxt], -1))
     done = ends_at >= 0
     on_ev, off_ev = order[ons[done]], order[ends_at[done]]
-    record = np.lexsort((on_ev, off_ev))  # the order _scan_notes records them: by note-off, then note-on
+    # the order _scan_notes records them: by note-off, then note-on (a note-off's notes are one key's,
+    # already in file order)
+    record = _stable_argsort(off_ev)
     on_ev, off_ev = on_ev[record], off_ev[record]
     track = tid[off_ev]
     bounds = np.searchsorted(track, np.arange(len(names) + 1))
