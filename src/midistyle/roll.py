@@ -493,10 +493,13 @@ def _ambiguous(on: np.ndarray, off: np.ndarray, pitch: np.ndarray, track: np.nda
     """
     if (off <= on).any():
         return True
-    key = ((track * 256 + pitch) << 32) | on
-    order = np.argsort(key)  # by track, pitch and onset
-    key, end = key[order], off[order]
-    return bool((((key[1:] >> 32) == (key[:-1] >> 32)) & (end[:-1] > (key[1:] & 0xFFFFFFFF))).any())
+    key = track * 256 + pitch
+    if track[-1] < 256 and ((on[1:] >= on[:-1]) | (track[1:] != track[:-1])).all():
+        order = np.argsort(key.astype(np.uint16), kind="stable")  # symusic sorts each track by onset: keep it
+    else:
+        order = np.argsort((key << 32) | on)
+    key, start, end = key[order], on[order], off[order]
+    return bool(((key[1:] == key[:-1]) & (end[:-1] > start[1:])).any())
 
 
 def _scan_parts(data: bytes, name: str) -> tuple[list[_Part], bool]:
@@ -840,32 +843,46 @@ def note_windows(notes: PieceNotes, spec: RollSpec) -> tuple[np.ndarray, np.ndar
 
     The note count of a window (:func:`count_notes`) comes from the notes without
     painting the roll: the distinct onset cells inside the window, plus the cells
-    that sound at its first step without an onset there.
+    that sound at its first step without an onset there (counted only for the
+    windows whose onsets alone fall short).
     """
     start, length = _candidate_windows(notes.bar_starts, notes.total, spec)
-    n, span = len(start), 2 * spec.n_pitches  # span: the cells (hand, row) of one step
+    need = spec.min_notes_per_window
+    if need <= 1:  # any onset is a distinct onset cell
+        onset_steps = notes.on
+    else:
+        span = 2 * spec.n_pitches  # the cells (hand, row) of one step
+        onset = np.sort(notes.on * span + notes.cell)
+        onset_steps = onset[np.append(True, onset[1:] != onset[:-1])] // span  # one per distinct onset cell
+    before = np.concatenate([[0], np.cumsum(np.bincount(onset_steps, minlength=notes.total))])
+    count = before[start + length] - before[start]
+    short = count < need
+    if short.any():
+        count[short] += _carried(notes, start[short], 2 * spec.n_pitches)
+    keep = count >= need
+    return start[keep].astype(np.int32), length[keep].astype(np.int32)
+
+
+def _carried(notes: PieceNotes, start: np.ndarray, span: int) -> np.ndarray:
+    """Per step in ``start`` (ascending): the cells that sound there without an onset there (``span`` cells a step)."""
     on, off, cell = notes.on, notes.off, notes.cell
-    onset = np.sort(on * span + cell)
-    onset_steps = onset[np.append(True, onset[1:] != onset[:-1])] // span  # one per distinct onset cell
-    bounds = np.searchsorted(onset_steps, np.concatenate([start, start + length]))
-    count = bounds[n:] - bounds[:n]
-    # (window, cell) of every note that sounds at a window's first step and began before it
+    n = len(start)
+    # (step, cell) of every note that sounds at a step and began before it
     lo = np.searchsorted(start, on, side="right")
     spans = np.maximum(np.searchsorted(start, off) - lo, 0)
     total = int(spans.sum())
-    if total:
-        k = np.arange(total) - np.repeat(np.cumsum(spans) - spans, spans)
-        held = ((np.repeat(lo, spans) + k) * span + np.repeat(cell, spans)) * 2
-        w = np.maximum(lo - 1, 0)  # the last window starting at or before the note's onset
-        hit = (lo > 0) & (start[w] == on)
-        struck = (w[hit] * span + cell[hit]) * 2 + 1  # cells struck on a window's first step
-        keys = np.sort(np.concatenate([held, struck]))
-        # a held cell counts unless the same (window, cell) is also struck: its run of keys then ends odd
-        cells = keys >> 1
-        last = np.append(cells[1:] != cells[:-1], True)
-        count += np.bincount(cells[last & ((keys & 1) == 0)] // span, minlength=n)
-    keep = count >= spec.min_notes_per_window
-    return start[keep].astype(np.int32), length[keep].astype(np.int32)
+    if not total:
+        return np.zeros(n, np.int64)
+    k = np.arange(total) - np.repeat(np.cumsum(spans) - spans, spans)
+    held = ((np.repeat(lo, spans) + k) * span + np.repeat(cell, spans)) * 2
+    w = np.maximum(lo - 1, 0)  # the last step at or before the note's onset
+    hit = (lo > 0) & (start[w] == on)
+    struck = (w[hit] * span + cell[hit]) * 2 + 1  # cells struck on one of the steps
+    keys = np.sort(np.concatenate([held, struck]))
+    # a held cell counts unless the same (step, cell) is also struck: its run of keys then ends odd
+    cells = keys >> 1
+    last = np.append(cells[1:] != cells[:-1], True)
+    return np.bincount(cells[last & ((keys & 1) == 0)] // span, minlength=n)
 
 
 def stitch_windows(windows: list[tuple[int, int, np.ndarray]], total_steps: int) -> np.ndarray:
