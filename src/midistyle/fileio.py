@@ -23,19 +23,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     A reader (or a crash) never sees a half-written file; an existing file is
     replaced only once the new one is complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -43,7 +31,33 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """``obj`` as indented, key-sorted JSON, atomically; streamed to the file, so no copy of the whole text is held."""
+
+    def write(fh) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        json.dump(obj, text, indent=2, sort_keys=True)
+        text.write("\n")
+        text.flush()
+        text.detach()
+
+    return _atomic_write(path, write)
+
+
+def _atomic_write(path: str | Path, write) -> Path:
+    """``write(binary file)`` into a temporary file beside ``path``, synced, then renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _remove(path: Path) -> None:
