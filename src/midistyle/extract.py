@@ -37,11 +37,27 @@ log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ("style", "file", "source", "sha256")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawPiece:
     style: str
     file: str  # relative to the raw folder
     sha256: str
+
+
+@dataclass(slots=True)
+class PieceRow:
+    """A row of the index's piece table (a compact object: the stage holds one per file read)."""
+
+    id: int
+    style: str
+    file: str
+    split: str
+    windows: int
+    steps: int
+    bars: int
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.__slots__}
 
 
 def read_manifest(raw_dir: Path) -> list[RawPiece]:
@@ -141,7 +157,7 @@ class Collected:
     """What reading every file gave: the shards written, the pieces kept, the files skipped, note counts."""
 
     shards: list[dict]
-    pieces: list[dict]
+    pieces: list[PieceRow]
     skipped: list[dict]
     totals: Counter
 
@@ -181,8 +197,7 @@ def _collect(got: Collected, writer: ShardWriter, plan: Plan, raw: RawPiece, res
         return
     piece_id = len(got.pieces)
     split = plan.split_of[raw.file]
-    got.pieces.append({"id": piece_id, "style": raw.style, "file": raw.file, "split": split,
-                       "windows": len(res["lengths"]), "steps": res["steps"], "bars": res["bars"]})
+    got.pieces.append(PieceRow(piece_id, raw.style, raw.file, split, len(res["lengths"]), res["steps"], res["bars"]))
     got.totals.update(res["stats"])
     writer.add(split, PieceWindows(res["start"], res["lengths"], plan.styles.index(raw.style), piece_id,
                                    res["on"], res["off"], res["cell"]))
@@ -217,12 +232,12 @@ def write_index(out_dir: Path, spec: RollSpec, styles: list[str], windows: dict,
         "shards": got.shards,
         "pieces": got.pieces,
     }
-    atomic_write_json(out_dir / INDEX_NAME, index)
+    atomic_write_json(out_dir / INDEX_NAME, index, default=PieceRow.to_dict)  # rows become dicts one at a time
     _write_skipped(out_dir / "skipped.csv", got.skipped)
 
 
-def write_splits(path: Path, params: Params, pieces: list[dict]) -> dict[str, list[str]]:
-    splits = {sp: sorted(r["file"] for r in pieces if r["split"] == sp) for sp in SPLITS}
+def write_splits(path: Path, params: Params, pieces: list[PieceRow]) -> dict[str, list[str]]:
+    splits = {sp: sorted(r.file for r in pieces if r.split == sp) for sp in SPLITS}
     p = params.extract
     atomic_write_json(path, {"seed": params.seed, "val": p.split.val, "test": p.split.test, **splits})
     return splits

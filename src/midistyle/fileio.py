@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """``obj`` as indented, key-sorted JSON, atomically; streamed to the file, so no copy of the whole text is held."""
+def atomic_write_json(path: str | Path, obj: Any, default: Callable[[Any], Any] | None = None) -> Path:
+    """``obj`` as indented, key-sorted JSON, atomically; streamed to the file, so no copy of the whole text is held.
+
+    ``default`` turns an object JSON cannot write into one it can (``json.dump``'s hook).
+    """
 
     def write(fh) -> None:
         text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        json.dump(obj, text, indent=2, sort_keys=True)
+        json.dump(obj, text, indent=2, sort_keys=True, default=default)
         text.write("\n")
         text.flush()
         text.detach()
