@@ -8,8 +8,9 @@ import pytest
 
 from midistyle.errors import UserError
 from midistyle.extract import extract, split_pieces, RawPiece
-from midistyle.fileio import sha256_file
-from midistyle.shards import ShardIndex
+from midistyle.fileio import npz_bytes, sha256_file
+from midistyle.roll import RollSpec, read_piece, window_batch
+from midistyle.shards import Batch, ShardIndex
 from tests import helpers_params
 from tests.midi_fixtures import piece, scale_piece, to_bytes
 
@@ -144,3 +145,55 @@ def test_epoch_cap_takes_exact_balanced_quotas_with_a_new_subset_each_epoch(tmp_
         return {tuple(r) for r in np.concatenate([np.stack([b.piece, b.start], 1) for b in bs]).tolist()}
 
     assert epoch(0) != epoch(1)
+
+
+def test_shards_hold_exactly_the_windows_of_each_piece(tmp_path):
+    """Decoded shards == window_batch of every piece's roll, in order, with pieces cut across shards."""
+    raw = make_raw(tmp_path / "raw", bad=False)
+    params = tiny_params()
+    out, _ = run(tmp_path, "a", params, raw)
+    index = ShardIndex.open(out / "shards")
+    spec = RollSpec.from_params(params.extract)
+    got = Batch.concat([index.read_shard(s) for s in index.shards])
+    assert got.rolls.dtype == bool and got.rolls.shape[1:] == (spec.window_steps, 2, 2, spec.n_pitches)
+    for piece in index.pieces:
+        rolls, lengths, starts = window_batch(read_piece(raw / piece["file"], spec), spec)
+        mine = np.flatnonzero(got.piece == piece["id"])
+        assert np.array_equal(got.rolls[mine], rolls) and np.array_equal(got.lengths[mine], lengths)
+        assert np.array_equal(got.start[mine], starts)
+    per_shard = [set(index.read_shard(s).piece.tolist()) for s in index.shards]
+    cut = sum(1 for piece in index.pieces if sum(piece["id"] in ids for ids in per_shard) > 1)
+    assert cut > 0  # some piece's windows span two shards (its notes cut at the shard's edge)
+
+
+def test_shards_of_another_format_or_damaged_are_named_in_one_clear_error(tmp_path):
+    raw = make_raw(tmp_path / "raw", bad=False)
+    out, _ = run(tmp_path, "a", tiny_params(), raw)
+    shards = out / "shards"
+    index = json.loads((shards / "index.json").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "index.json").write_text(json.dumps({**index, "format": 1}))
+    with pytest.raises(UserError, match=r"shard format 1, this version reads format 2 .*dvc repro extract"):
+        ShardIndex.open(old)
+    opened = ShardIndex.open(shards)
+    first = opened.shards[0]
+    path = shards / first["file"]
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for damage, message in [
+        (lambda a: a.pop("note_onset"), "holds arrays"),
+        (lambda a: a.update(lengths=a["lengths"].astype(np.int64)), "lengths is int64"),
+        (lambda a: a.update(note_end=a["note_end"] + 10_000), "a note outside the timeline"),
+        (lambda a: a.update(offset=a["offset"] - 10_000), "a window outside"),
+        (lambda a: a.update(style=a["style"][:-1]), "different lengths"),
+    ]:
+        bad = {k: v.copy() for k, v in arrays.items()}
+        damage(bad)
+        path.write_bytes(npz_bytes(bad, compress=False))
+        with pytest.raises(UserError, match=message) as err:
+            opened.read_shard(first)
+        assert str(path) in str(err.value)
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(UserError, match="cannot be read as a shard"):
+        opened.read_shard(first)

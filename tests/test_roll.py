@@ -7,8 +7,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from midistyle.roll import (LEFT, ONSET, RIGHT, SOUNDING, RollError, RollSpec, Timing, iter_windows, load_midi,
-                            midi_to_roll, roll_to_midi, roll_to_notes, stitch_windows, to_pretty_midi, window_batch)
+from midistyle.roll import (LEFT, ONSET, RIGHT, SOUNDING, PieceNotes, RollError, RollSpec, Timing, iter_windows,
+                            load_midi, midi_to_roll, note_windows, notes_to_piece, paint_roll, read_notes, read_piece,
+                            roll_to_midi, roll_to_notes, stitch_windows, to_pretty_midi, window_batch)
 from tests.helpers_params import repo_spec
 from tests.midi_fixtures import piece, scale_piece, tick_piece, to_bytes
 
@@ -172,3 +173,43 @@ def test_window_batch_is_iter_windows_as_arrays(spec):
         assert np.array_equal(rolls, expected)
         assert lengths.tolist() == [w.length for w in windows] and starts.tolist() == [w.start for w in windows]
         assert lengths.dtype == np.int32 and starts.dtype == np.int32
+
+
+@pytest.mark.parametrize("spec", [SPEC, repo_spec(hop_bars=1, min_notes_per_window=3), repo_spec(bars_per_window=2, max_beats_per_bar=3)])
+def test_note_windows_are_window_batch_without_the_roll(spec, tmp_path):
+    pieces = [scale_piece(seed=4, bars=9, tempo=90.0), piece([[(60, 0, 2.0), (62, 16.0, 18.0)]])]
+    for k, pm in enumerate(pieces):
+        path = tmp_path / f"p{k}.mid"
+        path.write_bytes(to_bytes(pm))
+        notes = read_notes(path, spec)
+        assert np.array_equal(notes_to_piece(notes, spec).roll, read_piece(path, spec).roll)
+        _, lengths, starts = window_batch(notes_to_piece(notes, spec), spec)
+        got = note_windows(notes, spec)
+        assert got[0].tolist() == starts.tolist() and got[1].tolist() == lengths.tolist()
+        assert got[0].dtype == got[1].dtype == np.int32
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_note_windows_count_notes_as_the_roll_does(seed):
+    """Random notes (repeated cells, notes held over many bars, onsets on bar lines) and random bars."""
+    rng = np.random.default_rng(seed)
+    spec = repo_spec(steps_per_beat=2, pitch_low=60, pitch_high=63, bars_per_window=int(rng.integers(1, 4)),
+                    hop_bars=int(rng.integers(1, 3)), max_beats_per_bar=4, min_notes_per_window=int(rng.integers(1, 6)))
+    m = int(rng.integers(1, 40))
+    on = rng.integers(0, 60, m) // rng.choice([1, 4]) * rng.choice([1, 4])
+    off = on + rng.choice([1, 2, 3, 8, 30], m)
+    cell = rng.integers(0, 2 * spec.n_pitches, m)
+    total = int(off.max())
+    inner = rng.integers(1, total, int(rng.integers(0, 12))).tolist() if total > 1 else []
+    bars = sorted({0, *inner})  # all before the end, as bar_lines makes them
+    notes = PieceNotes(on, off, cell, total, bars, Timing(), {})
+    _, lengths, starts = window_batch(notes_to_piece(notes, spec), spec)
+    got = note_windows(notes, spec)
+    assert got[0].tolist() == starts.tolist() and got[1].tolist() == lengths.tolist()
+
+
+def test_paint_roll_marks_onsets_only_where_asked():
+    roll = paint_roll(np.array([0, 2]), np.array([3, 4]), np.array([1, 5 + 2]), np.array([False, True]), 5, 5)
+    assert roll.shape == (5, 2, 2, 5)
+    assert roll[0:3, RIGHT, SOUNDING, 1].all() and not roll[:, RIGHT, ONSET].any()
+    assert roll[2:4, LEFT, SOUNDING, 2].all() and roll[2, LEFT, ONSET, 2] and roll[:, LEFT, ONSET].sum() == 1

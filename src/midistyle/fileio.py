@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     A reader (or a crash) never sees a half-written file; an existing file is
     replaced only once the new one is complete.
     """
+    return _atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, default: Callable[[Any], Any] | None = None) -> Path:
+    """``obj`` as indented, key-sorted JSON, atomically; streamed to the file, so no copy of the whole text is held.
+
+    ``default`` turns an object JSON cannot write into one it can (``json.dump``'s hook).
+    """
+
+    def write(fh) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        json.dump(obj, text, indent=2, sort_keys=True, default=default)
+        text.write("\n")
+        text.flush()
+        text.detach()
+
+    return _atomic_write(path, write)
+
+
+def _atomic_write(path: str | Path, write) -> Path:
+    """``write(binary file)`` into a temporary file beside ``path``, synced, then renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -36,14 +61,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _remove(path: Path) -> None:
@@ -94,20 +111,22 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = True) -> bytes:
     """An ``.npz`` (readable by ``np.load``) whose bytes depend only on the arrays.
 
     ``np.savez_compressed`` stamps each member with the current time; here every
     member gets a fixed timestamp and the members are written in sorted order,
-    so the same input gives byte-identical shards.
+    so the same input gives byte-identical files. ``compress``: deflated members
+    (``np.savez_compressed``), else stored ones (``np.savez``).
     """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
         for name in sorted(arrays):
             arr_buf = io.BytesIO()
             np.lib.format.write_array(arr_buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = method
             info.external_attr = 0o644 << 16
-            zf.writestr(info, arr_buf.getvalue(), compresslevel=6)
+            zf.writestr(info, arr_buf.getvalue(), compresslevel=6 if compress else None)
     return buf.getvalue()

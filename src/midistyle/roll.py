@@ -38,6 +38,7 @@ import pretty_midi
 
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes
+from midistyle.scan import scan_notes
 
 RIGHT, LEFT = 0, 1
 SOUNDING, ONSET = 0, 1
@@ -122,6 +123,24 @@ class PieceRoll:
 
 
 @dataclass
+class PieceNotes:
+    """A piece as the notes its roll is painted from (:func:`notes_to_piece`): the extract stage's form.
+
+    The roll's cells are exactly the union of the notes' cells: ``SOUNDING`` over
+    ``[on, off)`` and ``ONSET`` at ``on``, in row ``cell % n_pitches`` of hand
+    ``cell // n_pitches``. Notes are neither merged nor deduplicated.
+    """
+
+    on: np.ndarray  # int64 (M,) >= 0
+    off: np.ndarray  # int64 (M,) > on
+    cell: np.ndarray  # int64 (M,) hand * n_pitches + pitch row
+    total: int  # steps of the roll: off.max()
+    bar_starts: list[int]
+    timing: Timing
+    stats: dict[str, int]
+
+
+@dataclass
 class Window:
     start: int  # step of the piece where the window begins (a bar line)
     length: int  # steps holding music; the rest up to window_steps is padding
@@ -133,17 +152,20 @@ class Window:
 MAX_TICK = 10_000_000  # a later event means a corrupt file (pretty_midi's limit, kept for both readers)
 
 
-def midi_payload(path: str | Path, max_bytes: int | None = None) -> bytes:
+def midi_payload(path: str | Path, max_bytes: int | None = None, data: bytes | None = None) -> bytes:
     """A file's Standard MIDI File bytes, or :class:`RollError` with a reason code.
 
-    Both readers start here. Reasons: ``empty`` (0 bytes), ``too_large``,
+    Both readers start here; ``data``, when given, is the file's bytes already read
+    (the extract stage reads each file once, for its checksum and its notes).
+    Reasons: ``empty`` (0 bytes), ``too_large``,
     ``not_midi`` (no MIDI header), ``corrupt`` (an RMID container without a
     ``data`` chunk, a header too short), ``smpte_timing`` (the header's time
     division is SMPTE frames, not ticks per quarter note, so there is no musical
     grid to read). An RMID (RIFF) file gives the MIDI file inside it.
     """
     path = Path(path)
-    data = path.read_bytes()
+    if data is None:
+        data = path.read_bytes()
     if not data:
         raise RollError(str(path), "empty", "0 bytes")
     if max_bytes is not None and len(data) > max_bytes:
@@ -230,11 +252,10 @@ def bar_lines(timing: Timing, total_steps: int, spb: int) -> list[int]:
     meters = timing.meters + [(max(total_steps, 1), 0, 0)]
     for (start, num, den), (nxt, _, _) in zip(meters[:-1], meters[1:]):
         bar = max(1, int(round(num * 4 / den * spb)))
-        s = start
-        while s < nxt:
-            if not bars or s > bars[-1]:
-                bars.append(s)
-            s += bar
+        lines = range(start, nxt, bar)
+        if bars and lines and lines[0] <= bars[-1]:  # only bar lines after the last one count
+            lines = lines[(bars[-1] - start) // bar + 1:]
+        bars.extend(lines)
     return bars or [0]
 
 
@@ -365,16 +386,21 @@ def read_piece(path: str | Path, spec: RollSpec, max_bytes: int | None = None) -
     Parsed by symusic (C++) and turned into the roll with numpy; the result is the
     reference reader's (:func:`read_piece_reference`), see benchmarks/compare_readers.py.
     """
+    return notes_to_piece(read_notes(path, spec, max_bytes), spec)
+
+
+def read_notes(path: str | Path, spec: RollSpec, max_bytes: int | None = None, data: bytes | None = None) -> PieceNotes:
+    """:func:`read_piece` short of painting the roll: the notes it is painted from (``data``: the bytes, if read)."""
     import symusic
 
     name = str(path)
-    data = midi_payload(path, max_bytes)
+    data = midi_payload(path, max_bytes, data)
     try:
         score = symusic.Score.from_midi(data)
     except Exception as exc:  # symusic raises RuntimeError (and others) on malformed files: "corrupt"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RollError(name, "corrupt", first[:160]) from exc
-    return score_to_roll(score, spec, name, data)
+    return score_to_notes(score, spec, name, data)
 
 
 @dataclass
@@ -388,6 +414,15 @@ class _Part:
 def score_to_roll(score, spec: RollSpec, name: str, data: bytes,
                   to_steps: Callable[[np.ndarray], np.ndarray] | None = None) -> PieceRoll:
     """A ``symusic.Score`` of the MIDI file ``data`` -> :class:`PieceRoll`, by the rules of :func:`midi_to_roll`.
+
+    See :func:`score_to_notes`.
+    """
+    return notes_to_piece(score_to_notes(score, spec, name, data, to_steps), spec)
+
+
+def score_to_notes(score, spec: RollSpec, name: str, data: bytes,
+                   to_steps: Callable[[np.ndarray], np.ndarray] | None = None) -> PieceNotes:
+    """A ``symusic.Score`` of the MIDI file ``data`` -> the :class:`PieceNotes` of its roll.
 
     Positions are exact: ``tick * steps_per_beat / ticks_per_quarter``, rounded
     half to even. ``to_steps`` (ticks -> steps) replaces that rounding
@@ -405,21 +440,23 @@ def score_to_roll(score, spec: RollSpec, name: str, data: bytes,
     tpq = int(score.ticks_per_quarter)
     if score.end() > MAX_TICK:
         raise RollError(name, "corrupt", f"MIDI file has a largest tick of {score.end()}, it is likely corrupt")
+    tracks = [track for track in score.tracks if len(track.notes)]
+    arrays = [track.notes.numpy() for track in tracks]
+    on = np.concatenate([a["time"] for a in arrays]).astype(np.int64) if arrays else np.zeros(0, np.int64)
     parts: list[_Part] = []
     drum_notes = False
-    for track in score.tracks:
-        if not len(track.notes):
-            continue
-        arr = track.notes.numpy()
-        on, pitch = arr["time"].astype(np.int64), arr["pitch"].astype(np.int64)
-        off = on + arr["duration"]
-        if _ambiguous(on, off, pitch):
-            parts, drum_notes = _scan_notes(data, name)
-            break
-        if track.is_drum:
-            drum_notes = True
-            continue
-        parts.append(_Part(track.name, on, off, pitch))
+    if arrays:
+        off = on + np.concatenate([a["duration"] for a in arrays])
+        pitch = np.concatenate([a["pitch"] for a in arrays]).astype(np.int64)
+        bounds = np.cumsum([0] + [len(a["time"]) for a in arrays]).tolist()
+        if _ambiguous(on, off, pitch, np.repeat(np.arange(len(arrays)), np.diff(bounds))):
+            parts, drum_notes = _scan_parts(data, name)
+        else:
+            for track, a, z in zip(tracks, bounds[:-1], bounds[1:]):
+                if track.is_drum:
+                    drum_notes = True
+                else:
+                    parts.append(_Part(track.name, on[a:z], off[a:z], pitch[a:z]))
     if not parts:
         _no_parts(name, drum_notes, data)
     if to_steps is None:
@@ -429,7 +466,7 @@ def score_to_roll(score, spec: RollSpec, name: str, data: bytes,
             return np.rint(np.asarray(ticks, np.int64) * spb / tpq).astype(np.int64)
 
     timing = _score_timing(_conductor(score, data, name), to_steps, name)
-    return _parts_to_roll(parts, spec, timing, to_steps, name)
+    return _parts_to_notes(parts, spec, timing, to_steps, name)
 
 
 def _conductor(score, data: bytes, name: str):
@@ -453,13 +490,44 @@ def _conductor(score, data: bytes, name: str):
         raise RollError(name, "corrupt", f"first track: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:160]) from exc
 
 
-def _ambiguous(on: np.ndarray, off: np.ndarray, pitch: np.ndarray) -> bool:
-    """A note of zero length, or a pitch struck again before its (FIFO-paired) note-off."""
+def _ambiguous(on: np.ndarray, off: np.ndarray, pitch: np.ndarray, track: np.ndarray) -> bool:
+    """A note of zero length, or a pitch of a track struck again before its (FIFO-paired) note-off.
+
+    Ticks are below ``MAX_TICK`` (< 2**32), pitches below 256.
+    """
     if (off <= on).any():
         return True
-    order = np.lexsort((on, pitch))
-    p, start, end = pitch[order], on[order], off[order]
-    return bool(((p[1:] == p[:-1]) & (end[:-1] > start[1:])).any())
+    key = track * 256 + pitch
+    if track[-1] < 256 and ((on[1:] >= on[:-1]) | (track[1:] != track[:-1])).all():
+        order = np.argsort(key.astype(np.uint16), kind="stable")  # symusic sorts each track by onset: keep it
+    else:
+        order = np.argsort((key << 32) | on)
+    key, start, end = key[order], on[order], off[order]
+    return bool(((key[1:] == key[:-1]) & (end[:-1] > start[1:])).any())
+
+
+def _scan_parts(data: bytes, name: str) -> tuple[list[_Part], bool]:
+    """:func:`_scan_notes` through :func:`midistyle.scan.scan_notes` (numpy), or event by event where it declines."""
+    tracks = scan_notes(data)
+    if tracks is None:
+        return _scan_notes(data, name)
+    parts: list[_Part] = []
+    drum_notes = False
+    for track_name, group, start, end, pitch in tracks:
+        if not len(group):
+            continue
+        if (group == group[0]).all():
+            order, masks = [int(group[0])], [slice(None)]
+        else:
+            groups, first = np.unique(group, return_index=True)
+            order = groups[np.argsort(first)].tolist()  # parts in the order of their first note
+            masks = [group == g for g in order]
+        for g, sel in zip(order, masks):
+            if g // 128 == 9:
+                drum_notes = True
+            else:
+                parts.append(_Part(track_name, start[sel], end[sel], pitch[sel]))
+    return parts, drum_notes
 
 
 def _scan_notes(data: bytes, name: str) -> tuple[list[_Part], bool]:
@@ -582,7 +650,7 @@ def _vlq(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _parts_to_roll(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps, name: str) -> PieceRoll:
+def _parts_to_notes(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps, name: str) -> PieceNotes:
     spb, P = spec.steps_per_beat, spec.n_pitches
     stats = {"notes": 0, "notes_folded": 0, "notes_dropped": 0, "parts": len(parts)}
     hands = _hand_groups(parts, spec)  # per hand: list of (part, mask or None)
@@ -592,37 +660,62 @@ def _parts_to_roll(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps,
             sel = slice(None) if mask is None else mask
             ons.append(part.on[sel]); offs.append(part.off[sel]); pitches.append(part.pitch[sel])
             hand_ids.append(np.full(len(pitches[-1]), hand, np.int64))
-    on = to_steps(np.concatenate(ons))
-    off = np.maximum(to_steps(np.concatenate(offs)), on + 1)  # every note lasts at least one step
+    steps = to_steps(np.concatenate(ons + offs))
+    n = len(steps) // 2
+    on = steps[:n]
+    off = np.maximum(steps[n:], on + 1)  # every note lasts at least one step
     pitch = np.concatenate(pitches)
     hand = np.concatenate(hand_ids)
     stats["notes"] = len(pitch)
     out = (pitch < spec.pitch_low) | (pitch > spec.pitch_high)
+    n_out = int(np.count_nonzero(out))
     if spec.out_of_range == "drop":
-        stats["notes_dropped"] = int(out.sum())
-        keep = ~out
-        on, off, pitch, hand = on[keep], off[keep], pitch[keep], hand[keep]
+        stats["notes_dropped"] = n_out
+        if n_out:
+            keep = ~out
+            on, off, pitch, hand = on[keep], off[keep], pitch[keep], hand[keep]
     else:
-        stats["notes_folded"] = int(out.sum())
-        low = pitch < spec.pitch_low
-        pitch = np.where(low, pitch + 12 * ((spec.pitch_low - pitch + 11) // 12), pitch)
-        high = pitch > spec.pitch_high
-        pitch = np.where(high, pitch - 12 * ((pitch - spec.pitch_high + 11) // 12), pitch)
+        stats["notes_folded"] = n_out
+        if n_out:
+            low = pitch < spec.pitch_low
+            pitch = np.where(low, pitch + 12 * ((spec.pitch_low - pitch + 11) // 12), pitch)
+            high = pitch > spec.pitch_high
+            pitch = np.where(high, pitch - 12 * ((pitch - spec.pitch_high + 11) // 12), pitch)
     if not len(pitch):
         raise RollError(name, "no_notes", "every note was out of range and dropped")
     on, off = np.maximum(on, 0), np.maximum(off, 1)
     total = int(off.max())
-    row = pitch - spec.pitch_low
+    return PieceNotes(on, off, hand * P + pitch - spec.pitch_low, total, bar_lines(timing, total, spb), timing, stats)
+
+
+def notes_to_piece(notes: PieceNotes, spec: RollSpec) -> PieceRoll:
+    """The :class:`PieceRoll` painted from its notes."""
+    roll = paint_roll(notes.on, notes.off, notes.cell, None, notes.total, spec.n_pitches)
+    return PieceRoll(roll, notes.bar_starts, notes.timing, notes.stats)
+
+
+def paint_roll(start: np.ndarray, end: np.ndarray, cell: np.ndarray, onset: np.ndarray | None, steps: int,
+               n_pitches: int) -> np.ndarray:
+    """A bool roll (steps, 2, 2, P): ``SOUNDING`` over ``[start, end)`` in each note's cell, ``ONSET`` at ``start``.
+
+    ``cell`` is hand * P + pitch row; ``onset`` (bool per note, None: all) says
+    which notes mark their onset (a note cut at the start of a shard's segment
+    sounds on without one). Every ``end`` is at most ``steps``.
+    """
+    P = n_pitches
+    start, end, cell = (np.asarray(a, np.int64) for a in (start, end, cell))
     # Flat indices into roll (T, 2, 2, P): every (step, hand, SOUNDING, row) a note holds, then its onset.
-    base = hand * (2 * P) + row
-    dur = off - on
+    base = cell + (cell // P) * P  # hand * 2P + row
+    dur = end - start
     first = np.cumsum(dur) - dur  # where each note's cells begin in the list of all held cells
-    held = np.repeat(on * (4 * P) + base, dur) + (4 * P) * (np.arange(int(dur.sum())) - np.repeat(first, dur))
-    flat = np.zeros(total * 4 * P, dtype=bool)
+    held = np.repeat(start * (4 * P) + base, dur) + (4 * P) * (np.arange(int(dur.sum())) - np.repeat(first, dur))
+    flat = np.zeros(steps * 4 * P, dtype=bool)
     flat[held + SOUNDING * P] = True
-    flat[on * (4 * P) + base + ONSET * P] = True
-    roll = flat.reshape(total, 2, 2, P)
-    return PieceRoll(roll, bar_lines(timing, total, spb), timing, stats)
+    if onset is None:
+        flat[start * (4 * P) + base + ONSET * P] = True
+    else:
+        flat[start[onset] * (4 * P) + base[onset] + ONSET * P] = True
+    return flat.reshape(steps, 2, 2, P)
 
 
 def _hand_groups(parts: list[_Part], spec: RollSpec) -> list[list[tuple[_Part, np.ndarray | None]]]:
@@ -636,7 +729,7 @@ def _hand_groups(parts: list[_Part], spec: RollSpec) -> list[list[tuple[_Part, n
         p = parts[0]
         upper = p.pitch >= spec.split_pitch
         return [[(p, upper)], [(p, ~upper)]]
-    order = sorted(parts, key=lambda p: -float(np.mean(p.pitch)))
+    order = sorted(parts, key=lambda p: -(int(p.pitch.sum()) / len(p.pitch)))  # np.mean's value, exactly
     n_right = math.ceil(len(order) / 2)
     return [[(p, None) for p in order[:n_right]], [(p, None) for p in order[n_right:]]]
 
@@ -713,30 +806,87 @@ def iter_windows(piece: PieceRoll, spec: RollSpec, hop_bars: int | None = None, 
             yield Window(start, length, out, notes)
 
 
-def window_batch(piece: PieceRoll, spec: RollSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The windows :func:`iter_windows` yields, as arrays: rolls (N, W, 2, 2, P), lengths (N,), starts (N,).
-
-    The extract stage's form, computed for all windows at once: note counts from
-    running sums, the rolls by one gather.
-    """
-    roll, total, W = piece.roll, len(piece.roll), spec.window_steps
-    bars = np.array(piece.bar_starts + [total], np.int64)
-    first = np.arange(0, len(piece.bar_starts), spec.hop_bars)
+def _candidate_windows(bar_starts: list[int], total: int, spec: RollSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of every window :func:`iter_windows` considers, before the note count."""
+    W = spec.window_steps
+    bars = np.array(bar_starts + [total], np.int64)
+    first = np.arange(0, len(bar_starts), spec.hop_bars)
     first = first[bars[first] < total]  # iter_windows stops at the first bar past the end
     start = bars[first]
     # the last bar line that still fits in W steps, at most bars_per_window bars on, at least one bar
     fits = np.searchsorted(bars, start + W, side="right") - 1
     end_bar = np.maximum(first + 1, np.minimum(np.minimum(first + spec.bars_per_window, len(bars) - 1), fits))
-    length = np.minimum(bars[end_bar] - start, W)
+    return start, np.minimum(bars[end_bar] - start, W)
+
+
+def window_batch(piece: PieceRoll, spec: RollSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows :func:`iter_windows` yields, as arrays: rolls (N, W, 2, 2, P), lengths (N,), starts (N,).
+
+    Computed for all windows at once: note counts from running sums, the rolls by one gather.
+    """
+    roll, total, W = piece.roll, len(piece.roll), spec.window_steps
+    start, length = _candidate_windows(piece.bar_starts, total, spec)
     onsets = np.concatenate([[0], np.cumsum(roll[:, :, ONSET].sum(axis=(1, 2)))])
     carried = (roll[:, :, SOUNDING] & ~roll[:, :, ONSET]).sum(axis=(1, 2))
     notes = onsets[start + length] - onsets[start] + np.where(length > 0, carried[np.minimum(start, total - 1)], 0)
     keep = notes >= spec.min_notes_per_window
     start, length = start[keep], length[keep]
-    steps = np.arange(W)
-    index = np.where(steps < length[:, None], start[:, None] + steps, total)  # past the window: a zero step
+    return window_rolls(roll, start, length, W), length.astype(np.int32), start.astype(np.int32)
+
+
+def window_rolls(roll: np.ndarray, start: np.ndarray, length: np.ndarray, window_steps: int) -> np.ndarray:
+    """``roll[start:start + length]`` of every window, zero-padded to ``window_steps``: (N, W, 2, 2, P)."""
+    steps = np.arange(window_steps)
+    index = np.where(steps < length[:, None], start[:, None] + steps, len(roll))  # past the window: a zero step
     padded = np.concatenate([roll, np.zeros((1, *roll.shape[1:]), bool)])
-    return padded[index], length.astype(np.int32), start.astype(np.int32)
+    return padded[index]
+
+
+def note_windows(notes: PieceNotes, spec: RollSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths (int32) of the windows :func:`window_batch` cuts from ``notes_to_piece(notes)``.
+
+    The note count of a window (:func:`count_notes`) comes from the notes without
+    painting the roll: the distinct onset cells inside the window, plus the cells
+    that sound at its first step without an onset there (counted only for the
+    windows whose onsets alone fall short).
+    """
+    start, length = _candidate_windows(notes.bar_starts, notes.total, spec)
+    need = spec.min_notes_per_window
+    if need <= 1:  # any onset is a distinct onset cell
+        onset_steps = notes.on
+    else:
+        span = 2 * spec.n_pitches  # the cells (hand, row) of one step
+        onset = np.sort(notes.on * span + notes.cell)
+        onset_steps = onset[np.append(True, onset[1:] != onset[:-1])] // span  # one per distinct onset cell
+    before = np.concatenate([[0], np.cumsum(np.bincount(onset_steps, minlength=notes.total))])
+    count = before[start + length] - before[start]
+    short = count < need
+    if short.any():
+        count[short] += _carried(notes, start[short], 2 * spec.n_pitches)
+    keep = count >= need
+    return start[keep].astype(np.int32), length[keep].astype(np.int32)
+
+
+def _carried(notes: PieceNotes, start: np.ndarray, span: int) -> np.ndarray:
+    """Per step in ``start`` (ascending): the cells that sound there without an onset there (``span`` cells a step)."""
+    on, off, cell = notes.on, notes.off, notes.cell
+    n = len(start)
+    # (step, cell) of every note that sounds at a step and began before it
+    lo = np.searchsorted(start, on, side="right")
+    spans = np.maximum(np.searchsorted(start, off) - lo, 0)
+    total = int(spans.sum())
+    if not total:
+        return np.zeros(n, np.int64)
+    k = np.arange(total) - np.repeat(np.cumsum(spans) - spans, spans)
+    held = ((np.repeat(lo, spans) + k) * span + np.repeat(cell, spans)) * 2
+    w = np.maximum(lo - 1, 0)  # the last step at or before the note's onset
+    hit = (lo > 0) & (start[w] == on)
+    struck = (w[hit] * span + cell[hit]) * 2 + 1  # cells struck on one of the steps
+    keys = np.sort(np.concatenate([held, struck]))
+    # a held cell counts unless the same (step, cell) is also struck: its run of keys then ends odd
+    cells = keys >> 1
+    last = np.append(cells[1:] != cells[:-1], True)
+    return np.bincount(cells[last & ((keys & 1) == 0)] // span, minlength=n)
 
 
 def stitch_windows(windows: list[tuple[int, int, np.ndarray]], total_steps: int) -> np.ndarray:
