@@ -38,7 +38,7 @@ import pretty_midi
 
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes
-from midistyle.scan import scan_notes
+from midistyle.scan import read_vlq, scan_notes
 
 RIGHT, LEFT = 0, 1
 SOUNDING, ONSET = 0, 1
@@ -589,7 +589,7 @@ def _scan_track(data: bytes, pos: int, end: int, name: str) -> tuple[str, list[t
             if b & 0x80:
                 if b == 0xFF:  # a meta event (it does not set the running status)
                     meta = data[pos + 1]
-                    length, pos = _vlq(data, pos + 2)
+                    length, pos = read_vlq(data, pos + 2)
                     if meta == 0x03:
                         track_name = data[pos:pos + length].decode("latin-1")
                     pos += length
@@ -631,23 +631,13 @@ def _scan_track(data: bytes, pos: int, end: int, name: str) -> tuple[str, list[t
             elif kind == 0xD0:
                 pos += 1
             elif status == 0xF0 or status == 0xF7:
-                length, pos = _vlq(data, pos)
+                length, pos = read_vlq(data, pos)
                 pos += length
             else:
                 raise RollError(name, "corrupt", f"MIDI event without a status byte at byte {pos}")
     except IndexError:
         raise RollError(name, "corrupt", "a track ends inside an event") from None
     return track_name, notes
-
-
-def _vlq(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        value = (value << 7) | (b & 0x7F)
-        if not b & 0x80:
-            return value, pos
 
 
 def _parts_to_notes(parts: list[_Part], spec: RollSpec, timing: Timing, to_steps, name: str) -> PieceNotes:

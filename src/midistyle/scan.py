@@ -178,7 +178,7 @@ def _events(data: bytes, b: np.ndarray, pts: np.ndarray, tid: np.ndarray, n_trac
     names = [""] * n_tracks
     for e in np.flatnonzero(meta & (b[s + 1] == 0x03)).tolist():  # track names: the last of each track wins
         q = int(s[e]) + 2
-        size, q = _read_vlq(data, q)
+        size, q = read_vlq(data, q)
         names[int(tid[e])] = data[q:q + size].decode("latin-1")
     return (tid[note], ch[note] * 128 + d1[note], ticks[note], on[note], d1[note], ch[note] * 128 + program, names)
 
@@ -191,7 +191,8 @@ def _stable_argsort(key: np.ndarray) -> np.ndarray:
     return low[np.argsort((key[low] >> 16).astype(np.uint16), kind="stable")]
 
 
-def _read_vlq(data: bytes, pos: int) -> tuple[int, int]:
+def read_vlq(data: bytes, pos: int) -> tuple[int, int]:
+    """A MIDI variable-length quantity at ``pos`` -> (value, the position after it)."""
     value = 0
     while True:
         byte = data[pos]
