@@ -15,6 +15,7 @@ from midistyle.transfer import (
     MANIFEST_COLUMNS,
     RECONSTRUCTION,
     Job,
+    SearchSpace,
     StyleTransfer,
     output_path,
     piece_name,
@@ -239,9 +240,9 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 
 # ---------------------------------------------------------------- attribute_search
-def _space(model, bounds=((0.0, 100.0), (0.0, 100.0))):
+def _space(model, bounds=((0.0, 100.0), (0.0, 100.0)), min_probability=0.5):
     from midistyle.transfer import SearchSpace
-    return SearchSpace((0.5, 1.0, 2.0), (0.0, -0.15, 0.15), {s: bounds for s in model.styles})
+    return SearchSpace((0.5, 1.0, 2.0), (0.0, -0.15, 0.15), {s: bounds for s in model.styles}, min_probability)
 
 
 def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(model):
@@ -284,3 +285,18 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
     assert (m2 > 0).all()
     got = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=none)))
     assert np.array_equal(got, d2[np.argmin(m2, axis=0), np.arange(len(windows))])
+
+
+def test_attribute_search_asks_the_latent_classifier_for_at_least_min_probability(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    windows = [w for w in piece_windows(piece, model.spec) if w.notes]
+    mu, lengths = model.encode(windows), np.array([w.length for w in windows])
+    s, t = model.style_index("calm"), model.style_index("busy")
+    loose, strict = _space(model), _space(model, min_probability=0.999999)
+    _, miss_loose = model.search_candidates(mu, lengths, s, t, loose.alphas(2.0), loose)
+    dec, miss_strict = model.search_candidates(mu, lengths, s, t, strict.alphas(2.0), strict)
+    probs = np.stack([model.style_probs(model.encode_arrays(d, lengths))[:, t] for d in dec])  # (C, N)
+    # the texture band is wide open: the miss is 1 exactly where the target's probability is under the floor
+    np.testing.assert_array_equal(miss_strict, (probs < 0.999999).astype(float))
+    assert (miss_strict >= miss_loose).all()
+    assert SearchSpace.from_json(strict.to_json()) == strict

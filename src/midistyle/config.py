@@ -218,6 +218,7 @@ class TransferParams:
     guided_steps_grid: list[int]  # classifier-guided: step counts tried, ascending
     search_threshold_offsets: list[float]  # attribute_search: added to the checkpoint's decision threshold
     search_percentiles: list[float]  # attribute_search: the accepted band of the target's training windows' texture
+    search_min_probability: float = _f(ge=0.0, lt=1.0)  # attribute_search: the latent classifier's least target probability
     target_strength: float = _f(gt=0.0, le=1.0)
     val_pieces_per_style: int = _f(ge=1)  # validation pieces (seeded choice) the choice is made on
     guided_lr: float = _f(gt=0.0)

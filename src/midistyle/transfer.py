@@ -20,7 +20,8 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
   one, each decoded at the checkpoint's threshold plus each of
   ``transfer.search_threshold_offsets``. A window keeps the gentlest candidate
   (smallest alpha, then the threshold nearest the checkpoint's) that the latent
-  classifier, re-encoding it, assigns to the target *and* whose note density and
+  classifier, re-encoding it, assigns to the target with a probability of at least
+  ``transfer.search_min_probability`` *and* whose note density and
   polyphony lie inside the ``transfer.search_percentiles`` band (5th-95th) of the
   target style's **training** windows
   (:class:`SearchSpace`); when none passes, the candidate that misses least. The
@@ -97,6 +98,7 @@ class SearchSpace:
     alpha_grid: tuple[float, ...]  # transfer.alpha_grid
     threshold_offsets: tuple[float, ...]  # transfer.search_threshold_offsets, added to the checkpoint's threshold
     texture_bounds: dict[str, tuple]  # style -> ((density lo, hi), (polyphony lo, hi)): transfer.search_percentiles of its training windows
+    min_probability: float  # transfer.search_min_probability: the least target probability of the latent classifier
 
     def alphas(self, cap: float) -> list[float]:
         """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
@@ -113,12 +115,14 @@ class SearchSpace:
 
     def to_json(self) -> dict:
         return {"alpha_grid": list(self.alpha_grid), "threshold_offsets": list(self.threshold_offsets),
-                "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()}}
+                "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()},
+                "min_probability": self.min_probability}
 
     @classmethod
     def from_json(cls, data: dict) -> "SearchSpace":
         return cls(tuple(float(a) for a in data["alpha_grid"]), tuple(float(o) for o in data["threshold_offsets"]),
-                   {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()})
+                   {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
+                   float(data["min_probability"]))
 
 
 @dataclass(frozen=True)
@@ -374,8 +378,8 @@ class StyleTransfer:
                   threshold: float, space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
         """One candidate: the attribute vector at ``alpha`` decoded at ``threshold``, cleared past each window's
         length (N, W, 2, 2, P), and how far it misses (N,), 0 when it passes: re-encoded, the latent
-        classifier assigns it to the target (else +1), and its density and polyphony lie inside the target's
-        training band (else + the distance outside it, in band widths)."""
+        classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its density
+        and polyphony lie inside the target's training band (else + the distance outside it, in band widths)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
         means = self.regions.means.to(mu.device)
@@ -383,7 +387,9 @@ class StyleTransfer:
         dec = self.decode(mu + alpha * (means[target] - means[source]), threshold) & inside
         if len(dec) == 0:
             return dec, np.zeros(0)
-        off_target = self.style_probs(self.encode_arrays(dec, lengths)).argmax(-1) != target
+        probs = self.style_probs(self.encode_arrays(dec, lengths))  # (N, S)
+        # argmax alone is too easy to satisfy: windows just over the border still sound like the source to the judge
+        off_target = (probs.argmax(-1) != target) | (probs[:, target] < space.min_probability)
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
         return dec, off_target + texture_miss(ms.window_features(dec, lengths, self.spec.steps_per_beat), bounds)
 

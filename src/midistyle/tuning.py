@@ -166,7 +166,8 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
     bounds = style_bounds(index, "val")
     space = SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_threshold_offsets),
                         {s: tuple(map(tuple, b.tolist()))
-                         for s, b in style_bounds(index, "train", tuple(tp.search_percentiles)).items()})
+                         for s, b in style_bounds(index, "train", tuple(tp.search_percentiles)).items()},
+                        tp.search_min_probability)
     pieces = select_pieces(paths.raw, paths.splits, model.styles, tp.val_pieces_per_style, params.seed, "val")
     base = TransferSettings.unmoved(tp.guided_lr, tp.guided_distance_weight, space)
     chosen: dict[str, dict[str, float]] = {m: {} for m in tp.methods}
