@@ -174,6 +174,7 @@ class TrainParams:
     balance_styles: bool  # with epoch_windows: share the cap equally between styles
     log_reconstructions: int = _f(ge=0)  # windows logged to MLflow as MIDI and pictures
     transpose: list[int]  # [low, high]: each training window moved by a random number of semitones in it; [0, 0]: off
+    precision: str = _f(choices=("fp32", "bf16"))  # bf16: forward and loss under autocast (weights stay fp32)
 
     def check(self, where: str) -> None:
         t = self.transpose

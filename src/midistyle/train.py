@@ -134,7 +134,10 @@ def model_loss(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor, p
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, lengths: torch.Tensor,
                pos_weight: torch.Tensor, kl_weight: float, tp: TrainParams) -> dict[str, torch.Tensor]:
     """One optimisation step on a batch: x (B, W, 2, 2, P), lengths (B,) -> the loss terms (with graph)."""
-    terms = model_loss(model, x, lengths, pos_weight, kl_weight, tp.free_bits)
+    # bf16: the matmuls of the forward pass (and so of its backward) in bfloat16, 2.4x the fp32 rate on CPUs
+    # with avx512_bf16; parameters, gradients and Adam's state stay fp32
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=tp.precision == "bf16"):
+        terms = model_loss(model, x, lengths, pos_weight, kl_weight, tp.free_bits)
     if not torch.isfinite(terms["total"]):
         raise UserError(f"train_vae: the loss became {terms['total'].item()} (try a lower train.lr or train.clip_norm)")
     opt.zero_grad(set_to_none=True)
