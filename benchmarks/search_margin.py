@@ -28,7 +28,7 @@ from midistyle import musicstats as ms
 from midistyle.config import load_params
 from midistyle.judge import judge_probs, load_judge
 from midistyle.shards import ShardIndex
-from midistyle.transfer import SearchSpace, StyleTransfer, pick_candidates, select_pieces
+from midistyle.transfer import SearchSpace, StyleTransfer, off_target, pick_candidates, select_pieces
 from midistyle.tuning import source_windows, style_bounds
 
 
@@ -62,9 +62,7 @@ def main() -> None:
             C, N = miss0.shape
             flat, lens = decoded.reshape(C * N, *decoded.shape[2:]), np.tile(win.length, C)
             probs = model.style_probs(model.encode_arrays(flat, lens))  # (C * N, S)
-            off0 = (probs.argmax(-1) != t).reshape(C, N)
-            p_target = probs[:, t].reshape(C, N)
-            texture = miss0 - off0  # what the floor does not touch
+            texture = miss0 - off_target(probs, t, 0.0).reshape(C, N)  # what the floor does not touch
             judged = (judge_probs(judge, flat, lens).argmax(-1) == t).reshape(C, N)
             plaus = ms.plausible(ms.window_features(flat, lens, model.spec.steps_per_beat),
                                  val_bounds[target]).reshape(C, N)
@@ -72,7 +70,7 @@ def main() -> None:
                                 for n in range(N)] for c in range(C)])
             alpha_of = np.repeat(np.asarray(args.alphas), n_thr)
             for floor in args.floors:
-                miss = texture + (off0 | (p_target < floor))  # what SearchSpace(min_probability=floor) gives
+                miss = texture + off_target(probs, t, floor).reshape(C, N)  # SearchSpace(min_probability=floor)
                 for cap in args.caps:
                     k = int(np.sum(np.asarray(args.alphas) <= cap)) * n_thr
                     pick = pick_candidates(np.arange(k)[:, None].repeat(N, 1), miss[:k])

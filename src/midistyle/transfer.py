@@ -387,11 +387,9 @@ class StyleTransfer:
         dec = self.decode(mu + alpha * (means[target] - means[source]), threshold) & inside
         if len(dec) == 0:
             return dec, np.zeros(0)
-        probs = self.style_probs(self.encode_arrays(dec, lengths))  # (N, S)
-        # argmax alone is too easy to satisfy: windows just over the border still sound like the source to the judge
-        off_target = (probs.argmax(-1) != target) | (probs[:, target] < space.min_probability)
+        off = off_target(self.style_probs(self.encode_arrays(dec, lengths)), target, space.min_probability)
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
-        return dec, off_target + texture_miss(ms.window_features(dec, lengths, self.spec.steps_per_beat), bounds)
+        return dec, off + texture_miss(ms.window_features(dec, lengths, self.spec.steps_per_beat), bounds)
 
     def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
         src = torch.full((len(mu),), job.source, dtype=torch.long, device=mu.device)
@@ -432,6 +430,13 @@ class StyleTransfer:
         total = bars * bar_steps
         roll = stitch_windows([(i * W, W, decoded[i]) for i in range(n_windows)], total)
         return roll, Timing([(0, float(tempo))], [(0, spec.max_beats_per_bar, 4)])
+
+
+def off_target(probs: np.ndarray, target: int, min_probability: float) -> np.ndarray:
+    """(N,) bool: the latent classifier's probabilities (N, S) do not place the window in ``target``: it is not
+    their choice, or its probability is under ``min_probability`` (argmax alone is too easy to satisfy: windows
+    just over the border between two styles' regions still sound like the source)."""
+    return (probs.argmax(-1) != target) | (probs[:, target] < min_probability)
 
 
 def texture_miss(features: np.ndarray, bounds: np.ndarray) -> np.ndarray:
