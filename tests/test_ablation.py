@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from midistyle.ablation import GRID, LONG_GRID, experiment_rows, render
+import json
+
+from midistyle import ablation
+from midistyle.ablation import (COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID, TRANSFER_COLUMNS,
+                                experiment_rows, render, write_table)
 
 
 def _exp(name: str, f1: float) -> dict:
@@ -22,4 +26,23 @@ def test_rows_come_from_every_experiment_of_the_json_and_missing_ones_say_so():
     text = render(rows)
     default = next(line for line in text.splitlines() if line.startswith("| `abl-default`"))
     assert "| 0.800 | 0.500 | 0.700 | 1.000 | 0.900 | 300.0 | 2.0 |" in default
-    assert text.count("not run") == 7 * (len(GRID) - 2 + len(LONG_GRID))
+    wide = len(COLUMNS) + len(TRANSFER_COLUMNS)
+    assert text.count("not run") == len(COLUMNS) * (len(GRID) - 2 + len(LONG_GRID)) + wide * len(SCHEDULE_GRID)  # no baseline row: no schedule run
+
+
+def test_the_schedule_table_has_the_transfer_figures_and_hand_written_sections_survive(tmp_path, monkeypatch):
+    exp = _exp(SCHEDULE_GRID[0][0], 0.9)
+    search = {"mean": {"plausible_strength": 0.8, "gap_closed": 0.25},
+              "directions": {"baroque_to_renaissance": {"plausible_strength": 0.75},
+                             "renaissance_to_baroque": {"plausible_strength": 0.85}}}
+    exp["data"]["metrics"]["metrics/eval.json"] = {"data": {"transfer": {"attribute_search": search}}}
+    show = [{"rev": "deadbeef", "name": "main", "data": {}, "experiments": [{"revs": [exp]}]}]
+    monkeypatch.setattr(ablation, "dvc", lambda *args, capture=False: json.dumps(show))
+    doc = tmp_path / "ablation.md"
+    doc.write_text("# old tables\n\n" + HAND_WRITTEN + "\n\n## by hand\nkept\n")
+    text = write_table(doc)
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{SCHEDULE_GRID[0][0]}`"))
+    assert row.endswith("| 0.800 | 0.750 | 0.850 | 0.250 |")
+    assert "| `baseline` | the commit the rows were run from (deadbee)" in text  # its row: the commit's metrics
+    assert "# old tables" not in text and text.endswith(HAND_WRITTEN + "\n\n## by hand\nkept\n")
+    assert doc.read_text() == text

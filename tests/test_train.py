@@ -316,7 +316,7 @@ def test_a_training_run_is_logged_to_mlflow(shards, tmp_path, monkeypatch):
     monkeypatch.setenv("MIDISTYLE_MLFLOW_URI", uri)
     monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
-    params = tiny_params(train={"epochs": 2}, mlflow={"enabled": True, "experiment": "midistyle-test"})
+    params = tiny_params(train={"epochs": 2, "eval_every": 1}, mlflow={"enabled": True, "experiment": "midistyle-test"})
     paths = paths_in(tmp_path, shards)
 
     def stop(epoch, row):
@@ -416,3 +416,65 @@ def test_precision_is_checked():
     from midistyle.config import ConfigError
     with pytest.raises(ConfigError, match=r"train\.precision"):
         tiny_params(train={"precision": "fp16"})
+
+
+def test_cosine_lr_falls_from_lr_to_min_lr_and_constant_stays():
+    from midistyle.train import lr_at
+    constant = tiny_params(train={"lr": 0.002}).train
+    assert [lr_at(s, 10, constant) for s in range(10)] == [0.002] * 10
+    tp = tiny_params(train={"lr": 0.002, "lr_schedule": "cosine", "min_lr": 0.0001}).train
+    lrs = [lr_at(s, 10, tp) for s in range(10)]
+    assert lrs[0] == pytest.approx(0.002) and lrs[-1] == pytest.approx(0.0001)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[5] == pytest.approx(0.0001 + 0.5 * 0.0019 * (1 + math.cos(math.pi * 5 / 9)))
+
+
+def test_min_lr_above_lr_is_an_error_naming_the_key():
+    from midistyle.config import ConfigError
+    with pytest.raises(ConfigError, match=r"train\.min_lr: must be at most train\.lr"):
+        tiny_params(train={"lr": 0.001, "min_lr": 0.01})
+    with pytest.raises(ConfigError, match=r"train\.lr_schedule"):
+        tiny_params(train={"lr_schedule": "step"})
+
+
+def test_a_cosine_run_uses_the_decayed_rate_and_resumes_bitwise_equal(shards, tmp_path):
+    params = tiny_params(train={"epochs": 3, "lr_schedule": "cosine", "min_lr": 0.0})
+    whole = train(params, paths_in(tmp_path / "whole", shards), progress=False)
+    ckpt = torch.load(tmp_path / "whole/models/vae.pt", weights_only=True)
+    assert ckpt["optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)  # the last step's rate
+    paths = paths_in(tmp_path / "resumed", shards)
+
+    def stop_after_1(epoch, row):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(params, paths, progress=False, after_epoch=stop_after_1)
+    assert without_timing(train(params, paths, progress=False)) == without_timing(whole)
+    assert_same_weights(paths.model, tmp_path / "whole/models/vae.pt")
+
+
+def test_eval_every_skips_validations_but_not_the_last_and_leaves_the_weights_alone(baseline, shards, tmp_path):
+    """Validation reads the model and never changes it: the weights and final metrics are the baseline's
+    (validated after every epoch)."""
+    every = train(tiny_params(train={"epochs": EPOCHS, "eval_every": 1}), paths_in(tmp_path / "every", shards),
+                  progress=False)
+    assert_same_weights(tmp_path / "every/models/vae.pt", baseline[0] / "models/vae.pt")
+    assert without_timing(every) == without_timing(baseline[1])
+    params = tiny_params(train={"epochs": EPOCHS, "eval_every": 3})
+    paths = paths_in(tmp_path, shards)
+
+    def stop_after_1(epoch, row):  # resume from an epoch that was not validated (no threshold yet)
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(params, paths, progress=False, after_epoch=stop_after_1)
+    metrics = train(params, paths, progress=False)
+    assert_same_weights(paths.model, baseline[0] / "models/vae.pt")
+    assert without_timing(metrics) == without_timing(baseline[1])
+    import csv
+    with open(paths.curves, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    validated = [r["epoch"] for r in rows if r["val_f1"] != ""]
+    assert validated == ["3", str(EPOCHS)] and all(r["train_total"] != "" for r in rows)

@@ -20,8 +20,10 @@ from midistyle.transfer import (
     output_path,
     piece_name,
     piece_windows,
+    pick_candidates,
     transfer_stage,
 )
+from midistyle.musicstats import window_features
 from tests.helpers_params import repo_spec
 from tests.helpers_style import STYLES, Project, one_thread, tiny_params, transfer_settings
 from tests.midi_fixtures import tick_piece
@@ -240,8 +242,9 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 
 # ---------------------------------------------------------------- attribute_search
-def _space(model, bounds=((0.0, 100.0), (0.0, 100.0)), min_probability=0.5):
-    return SearchSpace((0.5, 1.0, 2.0), (0.0, -0.15, 0.15), {s: bounds for s in model.styles}, min_probability)
+def _space(model, bounds=((0.0, 100.0), (0.0, 100.0)), min_probability=0.5, medians=(2.0, 2.0)):
+    return SearchSpace((0.5, 1.0, 2.0), (0.0, -0.15, 0.15), {s: bounds for s in model.styles}, min_probability,
+                       {s: medians for s in model.styles})
 
 
 def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(model):
@@ -253,13 +256,25 @@ def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(mo
     assert space.thresholds(0.9) == [0.9, 0.75, 0.95]  # kept inside 0.05 .. 0.95
 
 
-def test_pick_candidates_takes_the_first_that_passes_else_the_one_that_misses_least():
+def test_pick_candidates_takes_the_gentlest_alpha_that_passes_and_there_the_most_typical_texture():
     from midistyle.transfer import pick_candidates, texture_miss
-    decoded = np.arange(3 * 4).reshape(3, 4)  # candidate c, window n -> 4c + n
-    miss = np.array([[0.5, 0.0, 2.0, 1.0],
-                     [0.0, 0.0, 1.5, 1.0],
-                     [0.0, 3.0, 1.7, 1.0]])
-    assert pick_candidates(decoded, miss).tolist() == [4, 1, 6, 3]
+    decoded = np.arange(6 * 5).reshape(6, 5)  # candidate c, window n -> 5c + n; 3 alphas x 2 thresholds
+    miss = np.array([[0.5, 0.0, 2.0, 1.0, 0.0],   # alpha 0
+                     [0.0, 0.0, 1.5, 1.0, 0.0],
+                     [0.0, 3.0, 1.7, 1.0, 0.0],   # alpha 1
+                     [0.0, 0.0, 1.9, 1.0, 0.0],
+                     [0.0, 0.0, 1.6, 1.0, 0.0],   # alpha 2
+                     [0.0, 0.0, 1.8, 1.0, 0.0]])
+    distance = np.array([[9.0, 0.7, 0.0, 0.0, 0.3],
+                         [0.2, 0.2, 0.0, 0.0, 0.3],
+                         [0.1, 0.0, 0.0, 0.0, 0.0],
+                         [0.0, 0.0, 0.0, 0.0, 0.0],
+                         [0.0, 0.0, 0.0, 0.0, 0.0],
+                         [0.0, 0.0, 0.0, 0.0, 0.0]])
+    # window 0: only the second threshold passes at alpha 0; window 1: both pass there, the nearer one wins
+    # (never the more typical candidates of a stronger alpha); window 2: none passes, the least miss (1.5);
+    # window 3: none passes, the first of equal misses; window 4: a tie in distance keeps the first
+    assert pick_candidates(decoded, miss, distance, 2).tolist() == [5, 6, 7, 3, 4]
     bounds = np.array([[1.0, 3.0], [2.0, 4.0]])
     np.testing.assert_allclose(texture_miss(np.array([[2.0, 3.0], [4.0, 1.0], [np.nan, 3.0]]), bounds), [0.0, 1.0, 1.0])
 
@@ -271,16 +286,20 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
     s, t = model.style_index("calm"), model.style_index("busy")
     wide = _space(model)
     job = Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=wide))
-    decoded, miss = model.search_candidates(mu, lengths, s, t, wide.alphas(2.0), wide)
+    decoded, miss, distance = model.search_candidates(mu, lengths, s, t, wide.alphas(2.0), wide)
     searched = model.search(mu, lengths, job)
-    first = np.argmin(miss, axis=0)
+    assert np.array_equal(searched, pick_candidates(decoded, miss, distance, 3))  # the search is the one rule
+    feats = window_features(decoded.reshape(-1, *decoded.shape[2:]), np.tile(lengths, len(decoded)),
+                            model.spec.steps_per_beat).reshape(*miss.shape, 2)
+    np.testing.assert_allclose(distance, np.nan_to_num(np.abs(feats - 2.0).sum(-1) / 100.0, nan=np.inf))
+    assert (miss == 0).any()
     for n in range(len(windows)):
-        assert np.array_equal(searched[n], decoded[first[n], n])
         if (miss[:, n] == 0).any():  # passing: re-encoded it is the target style, its texture inside the band
-            assert miss[first[n], n] == 0 and (miss[: first[n], n] > 0).all()
+            c = next(c for c in range(len(miss)) if np.array_equal(searched[n], decoded[c, n]) and miss[c, n] == 0)
+            assert (miss[: c // 3 * 3, n] > 0).all()  # no gentler alpha passed
     # no texture can pass an empty band: each window falls back to its least-missing candidate
     none = _space(model, ((50.0, 50.0), (50.0, 50.0)))
-    d2, m2 = model.search_candidates(mu, lengths, s, t, none.alphas(2.0), none)
+    d2, m2, _ = model.search_candidates(mu, lengths, s, t, none.alphas(2.0), none)
     assert (m2 > 0).all()
     got = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=none)))
     assert np.array_equal(got, d2[np.argmin(m2, axis=0), np.arange(len(windows))])
@@ -292,8 +311,8 @@ def test_attribute_search_asks_the_latent_classifier_for_at_least_min_probabilit
     mu, lengths = model.encode(windows), np.array([w.length for w in windows])
     s, t = model.style_index("calm"), model.style_index("busy")
     loose, strict = _space(model), _space(model, min_probability=0.999999)
-    _, miss_loose = model.search_candidates(mu, lengths, s, t, loose.alphas(2.0), loose)
-    dec, miss_strict = model.search_candidates(mu, lengths, s, t, strict.alphas(2.0), strict)
+    _, miss_loose, _ = model.search_candidates(mu, lengths, s, t, loose.alphas(2.0), loose)
+    dec, miss_strict, _ = model.search_candidates(mu, lengths, s, t, strict.alphas(2.0), strict)
     probs = np.stack([model.style_probs(model.encode_arrays(d, lengths))[:, t] for d in dec])  # (C, N)
     assert (probs < 0.999999).any() and (probs >= 0.5).any()  # the floor turns some passing candidates away
     # the texture band is wide open: the miss is 1 exactly where the target's probability is under the floor

@@ -51,7 +51,19 @@ LONG_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("long-notranspose", "no transposition (`train.transpose=[0,0]`)", (ONE_THREAD, "train.transpose=[0,0]")),
     ("long-12ep", "12 epochs (the budget before)", (ONE_THREAD, "train.epochs=12")),
 )
-GRIDS = {"design": (GRID, BUDGET), "long": (LONG_GRID, LONG_BUDGET)}
+# The learning-rate schedule: the whole pipeline (transfers included: they move with any new weights), so the
+# rows compare on every quality figure and on time. One thread each, two at a time (see LONG_GRID).
+SCHEDULE_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("sched-cos24", "cosine decay of the learning rate to `train.min_lr`, 24 epochs",
+     (ONE_THREAD, "train.lr_schedule=cosine", "train.eval_every=4")),
+    ("sched-cos18", "cosine decay, 18 epochs", (ONE_THREAD, "train.lr_schedule=cosine", "train.eval_every=4",
+                                                "train.epochs=18")),
+)
+GRIDS = {"design": (GRID, BUDGET), "long": (LONG_GRID, LONG_BUDGET), "schedule": (SCHEDULE_GRID, ())}
+TARGETS = {"design": ("train_vae",), "long": ("train_vae",), "schedule": ()}  # (): the whole pipeline
+TRANSFER_COLUMNS = (("search_mean", "attribute_search plausible strength"), ("search_b2r", "baroque → renaissance"),
+                    ("search_r2b", "renaissance → baroque"), ("search_gap", "gap closed"))
+HAND_WRITTEN = "<!-- the sections below are written by hand; `python -m midistyle.ablation table` keeps them -->"
 COLUMNS = (("f1", "F1"), ("onset_f1", "onset F1"), ("own_minus_other", "own − other z F1"),
            ("density_ratio", "density ratio"), ("polyphony_ratio", "polyphony ratio"),
            ("kl_bits_per_window", "KL bits/window"), ("train_minutes", "training min"))
@@ -74,7 +86,7 @@ def queue_grid(grid: str = "design") -> None:
     rows, budget = GRIDS[grid]
     for name, _, sets in rows:
         args = [a for s in (*budget, *sets) for a in ("-S", s)]
-        dvc("exp", "run", "--queue", "-n", name, *args, "train_vae")  # extract too, where its params change
+        dvc("exp", "run", "--queue", "-n", name, *args, *TARGETS[grid])  # upstream stages too, where params change
 
 
 def run_queue(jobs: int) -> None:
@@ -85,22 +97,26 @@ def run_queue(jobs: int) -> None:
 
 
 def experiment_rows(show: list) -> dict[str, dict]:
-    """`dvc exp show --json` -> {experiment name: {"params": ..., "metrics": ...}} (every rev found)."""
+    """`dvc exp show --json` -> {experiment name: {"params": ..., "metrics": ..., "baseline": commit}} (every rev
+    found), and {"@" + commit: {"params": ..., "metrics": ...}} for the commits experiments were run from."""
     found: dict[str, dict] = {}
 
-    def walk(node) -> None:
+    def entry(data: dict) -> dict:
+        return {"params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
+                "metrics": {k: v.get("data", {}) for k, v in (data.get("metrics") or {}).items()}}
+
+    def walk(node, baseline: str | None = None) -> None:
         if isinstance(node, dict):
-            if node.get("name") and isinstance(node.get("data"), dict):
-                data = node["data"]
-                found[node["name"]] = {
-                    "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
-                    "metrics": {k: v.get("data", {}) for k, v in (data.get("metrics") or {}).items()},
-                }
+            if node.get("experiments") and node.get("rev") and isinstance(node.get("data"), dict):
+                baseline = node["rev"]
+                found["@" + baseline] = entry(node["data"])
+            if node.get("name") and isinstance(node.get("data"), dict) and node.get("rev") != baseline:
+                found[node["name"]] = {**entry(node["data"]), "baseline": baseline}
             for value in node.values():
-                walk(value)
+                walk(value, baseline)
         elif isinstance(node, list):
             for value in node:
-                walk(value)
+                walk(value, baseline)
 
     walk(show)
     return found
@@ -117,6 +133,17 @@ def row_values(metrics: dict) -> dict[str, float] | None:
         "kl_bits_per_window": test["kl_bits_per_window"],
         "train_minutes": train["timing"]["train_seconds"] / 60,
     }
+
+
+def transfer_values(metrics: dict) -> dict[str, float] | None:
+    search = ((metrics.get("metrics/eval.json") or {}).get("transfer") or {}).get("attribute_search")
+    if not search:
+        return None
+    dirs = search["directions"]
+    return {"search_mean": search["mean"]["plausible_strength"],
+            "search_b2r": dirs.get("baroque_to_renaissance", {}).get("plausible_strength", float("nan")),
+            "search_r2b": dirs.get("renaissance_to_baroque", {}).get("plausible_strength", float("nan")),
+            "search_gap": search["mean"]["gap_closed"]}
 
 
 def render(rows: dict[str, dict]) -> str:
@@ -141,22 +168,45 @@ def render(rows: dict[str, dict]) -> str:
               "| experiment | change | " + " | ".join(title for _, title in COLUMNS) + " |",
               "|---|---|" + "---:|" * len(COLUMNS)]
     lines += table_rows(LONG_GRID, rows)
+    columns = COLUMNS + TRANSFER_COLUMNS
+    lines += ["",
+              "## Learning-rate schedule (full budget, the whole pipeline)",
+              "",
+              "Rebuild: `python -m midistyle.ablation run --grid schedule` (every stage of each row runs, transfers "
+              "included; `baseline` is the commit the rows were run from, with the constant rate of params.yaml). "
+              "Transfer columns: attribute_search on the test pieces, plausible strength (mean and by direction) "
+              "and the style statistics' gap closed. Training minutes: the rows trained on one thread each, two at a "
+              "time; the baseline on two threads alone.",
+              "",
+              "| experiment | change | " + " | ".join(title for _, title in columns) + " |",
+              "|---|---|" + "---:|" * len(columns)]
+    base = rows.get(SCHEDULE_GRID[0][0], {}).get("baseline")
+    reference = (("baseline", f"the commit the rows were run from ({base[:7]}): constant rate, 24 epochs", ()),) \
+        if base else ()
+    lines += table_rows((*reference, *SCHEDULE_GRID), {**rows, "baseline": rows.get(f"@{base}", {})}, columns)
     return "\n".join(lines) + "\n"
 
 
-def table_rows(grid, rows: dict[str, dict]) -> list[str]:
+def table_rows(grid, rows: dict[str, dict], columns=COLUMNS) -> list[str]:
     out = []
     for name, change, _ in grid:
-        values = row_values(rows.get(name, {}).get("metrics", {}))
-        cells = [f"{values[key]:.{1 if key in ONE_DECIMAL else 3}f}" for key, _ in COLUMNS] if values \
-            else ["not run"] * len(COLUMNS)
+        metrics = rows.get(name, {}).get("metrics", {})
+        values = row_values(metrics)
+        if values is not None and columns != COLUMNS:
+            values = {**values, **(transfer_values(metrics) or {})}
+        cells = [f"{values[key]:.{1 if key in ONE_DECIMAL else 3}f}" if key in values else "not run"
+                 for key, _ in columns] if values else ["not run"] * len(columns)
         out.append(f"| `{name}` | {change} | " + " | ".join(cells) + " |")
     return out
 
 
 def write_table(path: Path = TABLE) -> str:
+    """Rewrite the generated tables of ``path``; what follows its HAND_WRITTEN line stays as it is."""
     rows = experiment_rows(json.loads(dvc("exp", "show", "--all-commits", "--json", capture=True) or "[]"))
     text = render(rows)
+    old = path.read_text() if path.exists() else ""
+    if HAND_WRITTEN in old:
+        text += "\n" + HAND_WRITTEN + old.split(HAND_WRITTEN, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text

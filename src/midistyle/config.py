@@ -157,6 +157,8 @@ MAX_TRANSPOSE = 24  # train.transpose: at most two octaves either way
 @dataclass(frozen=True)
 class TrainParams:
     lr: float = _f(gt=0.0, le=1.0)
+    lr_schedule: str = _f(choices=("constant", "cosine"))  # cosine: lr -> min_lr over the run, step by step
+    min_lr: float = _f(ge=0.0, le=1.0)  # cosine's final learning rate (at most lr)
     batch_size: int = _f(ge=1)
     epochs: int = _f(ge=1)
     clip_norm: float = _f(gt=0.0)
@@ -169,7 +171,8 @@ class TrainParams:
     num_processes: int = _f(ge=1)  # >1: DistributedDataParallel under torchrun
     threads: Optional[int] = _f(ge=1)  # CPU threads per process; null: the cores / num_processes
     threshold: Optional[float] = _f(gt=0.0, lt=1.0)  # a cell is a note above it; null: tuned on val (max F1)
-    eval_windows: int = _f(ge=1)  # fixed val subset for free-decoding F1 and the threshold, every epoch
+    eval_windows: int = _f(ge=1)  # fixed val subset for free-decoding F1 and the threshold
+    eval_every: int = _f(ge=1)  # validate after every eval_every-th epoch and after the last (the weights do not depend on it)
     epoch_windows: Optional[int] = _f(gt=0)  # cap on training windows per epoch (new seeded subset each); null: all
     balance_styles: bool  # with epoch_windows: share the cap equally between styles
     log_reconstructions: int = _f(ge=0)  # windows logged to MLflow as MIDI and pictures
@@ -177,6 +180,8 @@ class TrainParams:
     precision: str = _f(choices=("fp32", "bf16"))  # bf16: forward and loss under autocast (weights stay fp32)
 
     def check(self, where: str) -> None:
+        if self.min_lr > self.lr:
+            raise ConfigError(f"{where}.min_lr: must be at most {where}.lr ({self.lr}), got {self.min_lr}")
         t = self.transpose
         if len(t) != 2 or not -MAX_TRANSPOSE <= t[0] <= 0 <= t[1] <= MAX_TRANSPOSE:
             raise ConfigError(f"{where}.transpose: must be [low, high] semitones with -{MAX_TRANSPOSE} <= low <= 0 "

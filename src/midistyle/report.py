@@ -128,7 +128,9 @@ def plot_curves(csv_path: Path, out: Path) -> Path | None:
     fig = Figure(figsize=(4.2 * len(panels), 3.2), dpi=100, layout="constrained")
     for ax, (title, cols) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for c in cols:
-            ax.plot(epoch, col(c), marker="o", markersize=3, label=c)
+            y = col(c)
+            seen = ~np.isnan(y)  # val columns are empty in epochs without a validation (train.eval_every)
+            ax.plot(epoch[seen], y[seen], marker="o", markersize=3, label=c)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -13,8 +13,10 @@ Loss, per window (B windows in a batch, summed over cells, averaged over B)::
 * ``kl_weight`` rises linearly from 0 to ``train.kl_weight`` over
   ``train.kl_anneal_epochs`` epochs, step by step; free bits leave the first
   ``train.free_bits`` nats of every dimension unpenalised so z keeps information.
+* Adam at ``train.lr``, or (``train.lr_schedule: cosine``) at its cosine decay to
+  ``train.min_lr`` over the run's steps.
 
-Every epoch: validation losses over the whole val split, active latent
+After every ``train.eval_every``-th epoch and the last: validation losses over the whole val split, active latent
 dimensions (variance of mu over val > 0.01) and free-decoding precision/recall/F1
 (midistyle.recon) on a fixed val subset of ``train.eval_windows`` windows, at
 ``train.threshold`` or, when null, at the threshold of a small grid that
@@ -145,6 +147,14 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
     torch.nn.utils.clip_grad_norm_(model.parameters(), tp.clip_norm)  # GRUs: keep rare large gradients in check
     opt.step()
     return terms
+
+
+def lr_at(step: int, total_steps: int, tp: TrainParams) -> float:
+    """The learning rate of optimisation step ``step`` of ``total_steps``: train.lr, or its cosine decay to train.min_lr."""
+    if tp.lr_schedule == "constant":
+        return tp.lr
+    progress = min(1.0, step / max(total_steps - 1, 1))
+    return tp.min_lr + 0.5 * (tp.lr - tp.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def kl_weight_at(step: int, steps_per_epoch: int, tp: TrainParams) -> float:
@@ -391,7 +401,11 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
             t0 = time.perf_counter()
             train_row = train_epoch(params, state, index, epoch, steps, dist, device, progress, clock)
             if dist.main:
-                row = validate(params, state, index, val_subset, epoch, train_row, device, clock)
+                if (epoch + 1) % tp.eval_every == 0 or epoch + 1 == tp.epochs:
+                    row = validate(params, state, index, val_subset, epoch, train_row, device, clock)
+                else:  # no validation this epoch: its val columns stay empty
+                    row = {c: None for c in CURVE_COLUMNS} | {"epoch": epoch + 1} | {
+                        f"train_{k}": v for k, v in train_row.items()}
                 record_epoch(params, state, index, row, run, paths, t0)
                 if after_epoch is not None:
                     after_epoch(epoch + 1, row)
@@ -400,6 +414,11 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
         if not dist.main:
             return None
         return finish_run(params, paths, state, index, val_subset, run, dist, device, clock)
+
+
+def last_threshold(history: list[dict], fixed: float | None) -> float | None:
+    """The threshold of the last validated epoch of ``history`` (``fixed``, train.threshold, before any)."""
+    return next((row["val_threshold"] for row in reversed(history) if row["val_threshold"] is not None), fixed)
 
 
 def steps_per_epoch(index: ShardIndex, tp: TrainParams, dist: Dist, shards: Path) -> int:
@@ -436,7 +455,7 @@ def start_state(params: Params, paths: Paths, index: ShardIndex, dist: Dist, dev
     if dist.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device] if device.type == "cuda" else None)
     return State(vae, model, opt, key, shards_hash, pos_weight, torch.tensor(pos_weight, device=device), history,
-                 threshold=history[-1]["val_threshold"] if history else tp.threshold, resumed_from=len(history),
+                 threshold=last_threshold(history, tp.threshold), resumed_from=len(history),
                  resumed_run=resumed.get("mlflow_run_id") if resumed else None,
                  git_rev=git_revision()[0] if dist.main else None)
 
@@ -455,6 +474,8 @@ def train_epoch(params: Params, state: State, index: ShardIndex, epoch: int, ste
                disable=not (progress and dist.main))
     for i, batch in enumerate(bar):
         kl_w = kl_weight_at(epoch * steps + i, steps, tp)
+        for group in state.opt.param_groups:
+            group["lr"] = lr_at(epoch * steps + i, tp.epochs * steps, tp)
         x, lengths = to_tensors(batch, device)
         terms = train_step(state.model, state.opt, transpose(x, *tp.transpose), lengths, state.pw, kl_w, tp)
         B = len(batch)
@@ -495,14 +516,16 @@ def record_epoch(params: Params, state: State, index: ShardIndex, row: dict, run
     """Rank 0: the epoch's row into the history, MLflow and the curves file; then the resumable checkpoint."""
     epoch = row["epoch"]
     state.history.append({c: row[c] for c in CURVE_COLUMNS})
-    run.log_metrics({**{k: v for k, v in row.items() if k != "epoch"}, "epoch_seconds": time.perf_counter() - t0},
-                    step=epoch)
+    run.log_metrics({**{k: v for k, v in row.items() if k != "epoch" and v is not None},
+                     "epoch_seconds": time.perf_counter() - t0}, step=epoch)
     write_curves(paths.curves, state.history)
     save_checkpoint(checkpoint(params, state, index, epoch, run.run_id), paths.last)
-    log.info("epoch %d/%d: train total %.2f (recon %.2f kl %.2f, weight %.2f) | val total %.2f "
-             "f1 %.3f @ %.2f, %d active dims | %.1f s", epoch, params.train.epochs, row["train_total"],
-             row["train_recon"], row["train_kl"], row["train_kl_weight"], row["val_total"], row["val_f1"],
-             row["val_threshold"], row["val_active_dims"], time.perf_counter() - t0)
+    val = ("not validated" if row["val_total"] is None else
+           f"val total {row['val_total']:.2f} f1 {row['val_f1']:.3f} @ {row['val_threshold']:.2f}, "
+           f"{row['val_active_dims']} active dims")
+    log.info("epoch %d/%d: train total %.2f (recon %.2f kl %.2f, weight %.2f) | %s | %.1f s", epoch,
+             params.train.epochs, row["train_total"], row["train_recon"], row["train_kl"], row["train_kl_weight"],
+             val, time.perf_counter() - t0)
 
 
 def checkpoint(params: Params, state: State, index: ShardIndex, epoch: int, run_id: str | None) -> dict:
@@ -520,7 +543,7 @@ def checkpoint(params: Params, state: State, index: ShardIndex, epoch: int, run_
         "git_rev": state.git_rev,
         "styles": list(index.styles),
         "spec": index.spec.to_dict(),
-        "threshold": float(state.threshold),
+        "threshold": None if state.threshold is None else float(state.threshold),  # None before a validation
         "pos_weight": {"sounding": state.pos_weight[0], "onset": state.pos_weight[1]},
         # No RNG state is needed to resume: each epoch re-seeds from (seed, epoch).
         "rng": {"seed": params.seed, "torch_seed_per_epoch": "seed * 1000 + epoch", "shard_order": "(seed, epoch)"},

@@ -18,14 +18,15 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
 * ``attribute_search``: generate and test, window by window. Candidates are the
   attribute vector at every ``alpha`` of ``transfer.alpha_grid`` up to the chosen
   one, each decoded at the checkpoint's threshold plus each of
-  ``transfer.search_threshold_offsets``. A window keeps the gentlest candidate
-  (smallest alpha, then the threshold nearest the checkpoint's) that the latent
-  classifier, re-encoding it, assigns to the target with a probability of at least
-  ``transfer.search_min_probability`` *and* whose note density and
-  polyphony lie inside the ``transfer.search_percentiles`` band (5th-95th) of the
-  target style's **training** windows
-  (:class:`SearchSpace`); when none passes, the candidate that misses least. The
-  judge takes no part: it only evaluates.
+  ``transfer.search_threshold_offsets``. A candidate passes when the latent
+  classifier, re-encoding it, assigns it to the target with a probability of at
+  least ``transfer.search_min_probability`` *and* its note density and polyphony
+  lie inside the ``transfer.search_percentiles`` band (5th-95th) of the target
+  style's **training** windows (:class:`SearchSpace`). A window keeps, at the
+  smallest alpha where any of its candidates passes, the passing one whose texture
+  lies nearest the target's median training window (the most typical texture
+  among equally gentle moves); when none passes, the candidate that misses least.
+  The judge takes no part: it only evaluates.
 
 ``alpha`` and ``guided_steps`` are chosen per direction on validation pieces by
 the ``tune_transfer`` stage (:mod:`midistyle.tuning`) and read back from
@@ -99,6 +100,7 @@ class SearchSpace:
     threshold_offsets: tuple[float, ...]  # transfer.search_threshold_offsets, added to the checkpoint's threshold
     texture_bounds: dict[str, tuple]  # style -> ((density lo, hi), (polyphony lo, hi)): transfer.search_percentiles of its training windows
     min_probability: float  # transfer.search_min_probability: the least target probability of the latent classifier
+    texture_medians: dict[str, tuple]  # style -> (density, polyphony) medians of its training windows
 
     def alphas(self, cap: float) -> list[float]:
         """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
@@ -116,13 +118,23 @@ class SearchSpace:
     def to_json(self) -> dict:
         return {"alpha_grid": list(self.alpha_grid), "threshold_offsets": list(self.threshold_offsets),
                 "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()},
-                "min_probability": self.min_probability}
+                "min_probability": self.min_probability,
+                "texture_medians": {k: list(v) for k, v in self.texture_medians.items()}}
 
     @classmethod
     def from_json(cls, data: dict) -> "SearchSpace":
         return cls(tuple(float(a) for a in data["alpha_grid"]), tuple(float(o) for o in data["threshold_offsets"]),
                    {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
-                   float(data["min_probability"]))
+                   float(data["min_probability"]),
+                   {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()})
+
+    def texture_distance(self, features: np.ndarray, style: str) -> np.ndarray:
+        """(N,) how far window features (N, 2) lie from ``style``'s median training window, in band widths
+        (``inf`` for a silent window)."""
+        bounds = np.asarray(self.texture_bounds[style], float)
+        width = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-9)
+        d = (np.abs(features - np.asarray(self.texture_medians[style], float)) / width).sum(axis=1)
+        return np.nan_to_num(d, nan=np.inf)
 
 
 @dataclass(frozen=True)
@@ -347,49 +359,56 @@ class StyleTransfer:
 
     # ------------------------------------------------------------ attribute_search
     def search(self, mu: torch.Tensor, lengths: np.ndarray, job: Job) -> np.ndarray:
-        """``attribute_search``: per window the gentlest candidate that passes, else the one that misses least
-        (module docstring), as decoded windows (N, W, 2, 2, P) cleared past each window's length. A candidate
-        is decoded only for the windows that no gentler one settled."""
+        """``attribute_search``: per window :func:`pick_candidates`'s choice (module docstring), as decoded
+        windows (N, W, 2, 2, P) cleared past each window's length. An alpha's candidates are decoded only for
+        the windows that no gentler alpha settled."""
         space, s, t = job.settings.search, job.source, job.target
         if job.settings.alpha == 0:  # strength 0: the plain reconstruction
             return self.decode(mu)
         out = np.zeros((len(mu), self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
         best = np.full(len(mu), np.inf)
         todo = np.arange(len(mu))
-        for alpha in space.alphas(job.settings.alpha):
-            for threshold in space.thresholds(self.threshold):
-                if len(todo) == 0:
-                    return out
-                dec, miss = self.candidate(mu[todo], lengths[todo], s, t, alpha, threshold, space)
-                better = miss < best[todo]
-                out[todo[better]], best[todo[better]] = dec[better], miss[better]
-                todo = todo[miss > 0]
+        for alpha in space.alphas(job.settings.alpha):  # one alpha's thresholds at a time: :func:`pick_candidates`
+            if len(todo) == 0:
+                break
+            block = [self.candidate(mu[todo], lengths[todo], s, t, alpha, th, space)
+                     for th in space.thresholds(self.threshold)]
+            dec, miss, dist = (np.stack([c[k] for c in block]) for k in range(3))  # (T, n, ...), (T, n), (T, n)
+            settled = (miss == 0).any(axis=0)
+            out[todo[settled]] = pick_candidates(dec[:, settled], miss[:, settled], dist[:, settled], len(block))
+            least = miss.min(axis=0)  # the rest keep the first that misses least, over every alpha so far
+            better = ~settled & (least < best[todo])
+            out[todo[better]] = dec[np.argmin(miss, axis=0), np.arange(len(todo))][better]
+            best[todo[better]] = least[better]
+            todo = todo[~settled]
         return out
 
     def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
-                          space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+                          space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate for every window, alphas (ascending) outside and thresholds (the checkpoint's first)
-        inside: decoded (C, N, W, 2, 2, P) and miss (C, N) (what the tune_transfer stage sweeps)."""
+        inside: decoded (C, N, W, 2, 2, P), miss (C, N) and texture distance (C, N) (what tune_transfer sweeps)."""
         cands = [self.candidate(mu, lengths, source, target, a, th, space)
                  for a in alphas for th in space.thresholds(self.threshold)]
-        return np.stack([c[0] for c in cands]), np.stack([c[1] for c in cands])
+        return tuple(np.stack([c[k] for c in cands]) for k in range(3))
 
     def candidate(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
-                  threshold: float, space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+                  threshold: float, space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One candidate: the attribute vector at ``alpha`` decoded at ``threshold``, cleared past each window's
-        length (N, W, 2, 2, P), and how far it misses (N,), 0 when it passes: re-encoded, the latent
+        length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
         classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its density
-        and polyphony lie inside the target's training band (else + the distance outside it, in band widths)."""
+        and polyphony lie inside the target's training band (else + the distance outside it, in band widths);
+        and its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
         means = self.regions.means.to(mu.device)
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
         dec = self.decode(mu + alpha * (means[target] - means[source]), threshold) & inside
         if len(dec) == 0:
-            return dec, np.zeros(0)
+            return dec, np.zeros(0), np.zeros(0)
         off = off_target(self.style_probs(self.encode_arrays(dec, lengths)), target, space.min_probability)
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
-        return dec, off + texture_miss(ms.window_features(dec, lengths, self.spec.steps_per_beat), bounds)
+        features = ms.window_features(dec, lengths, self.spec.steps_per_beat)
+        return dec, off + texture_miss(features, bounds), space.texture_distance(features, self.styles[target])
 
     def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
         src = torch.full((len(mu),), job.source, dtype=torch.long, device=mu.device)
@@ -447,10 +466,18 @@ def texture_miss(features: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out / width, nan=1.0).sum(axis=1)
 
 
-def pick_candidates(decoded: np.ndarray, miss: np.ndarray) -> np.ndarray:
-    """Per window the first candidate that passes (miss 0), else the first that misses least:
-    decoded (C, N, ...), miss (C, N) -> (N, ...)."""
-    return decoded[np.argmin(miss, axis=0), np.arange(miss.shape[1])]
+def pick_candidates(decoded: np.ndarray, miss: np.ndarray, distance: np.ndarray, per_alpha: int) -> np.ndarray:
+    """attribute_search's choice per window: decoded (C, N, ...), miss (C, N), texture distance (C, N) of
+    candidates ordered alpha by alpha (ascending), ``per_alpha`` thresholds each -> (N, ...).
+
+    At the smallest alpha where some candidate passes (miss 0), the passing one nearest the target's median
+    texture (the first of equals); where none passes, the first that misses least."""
+    passing = miss == 0
+    alpha = np.arange(miss.shape[0])[:, None] // per_alpha
+    first = np.where(passing, alpha, np.iinfo(np.int64).max).min(axis=0)  # (N,) the gentlest passing alpha
+    nearest = np.argmin(np.where(passing & (alpha == first), distance, np.inf), axis=0)
+    choice = np.where(passing.any(axis=0), nearest, np.argmin(miss, axis=0))
+    return decoded[choice, np.arange(miss.shape[1])]
 
 
 # ---------------------------------------------------------------- chosen settings

@@ -89,9 +89,26 @@ def mask_lengths(rolls: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def style_bounds(index: ShardIndex, split: str,
                  percentiles: tuple[float, float] = ms.PLAUSIBLE_PERCENTILES) -> dict[str, np.ndarray]:
     """Per style, the band (:func:`~midistyle.musicstats.plausible_bounds`) of ``split``'s real windows' features."""
+    return split_textures(index, split, percentiles)[0]
+
+
+def split_textures(index: ShardIndex, split: str, percentiles: tuple[float, float]
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per style, the ``percentiles`` band (2, 2) and the medians (2,) of ``split``'s real windows' features
+    (one reading of the split)."""
     data = index.load_split(split)
     feats = ms.window_features(data.rolls, data.lengths, index.spec.steps_per_beat)
-    return {s: ms.plausible_bounds(feats[data.style == i], percentiles) for i, s in enumerate(index.styles)}
+    by_style = {s: feats[data.style == i] for i, s in enumerate(index.styles)}
+    return ({s: ms.plausible_bounds(f, percentiles) for s, f in by_style.items()},
+            {s: ms.plausible_bounds(f, (50.0, 50.0))[:, 0] for s, f in by_style.items()})
+
+
+def search_space(index: ShardIndex, tp) -> SearchSpace:
+    """attribute_search's candidates and accepted texture, from params' ``transfer`` and the training windows."""
+    bounds, medians = split_textures(index, "train", tuple(tp.search_percentiles))
+    return SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_threshold_offsets),
+                       {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
+                       {s: tuple(m.tolist()) for s, m in medians.items()})
 
 
 # ---------------------------------------------------------------- the sweep
@@ -122,15 +139,15 @@ def sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, method
 def search_sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, source: int, target: int,
                  grid: list, space: SearchSpace) -> np.ndarray:
     """attribute_search at every cap of ``grid`` (G, N, W, 2, 2, P): the candidates of every alpha are decoded
-    once; under cap ``grid[g]`` a window keeps the first that passes among the alphas up to it, else the first
-    that misses least (what :meth:`StyleTransfer.search` picks)."""
+    once; under cap ``grid[g]`` a window keeps :func:`~midistyle.transfer.pick_candidates`'s choice among the
+    candidates of the alphas up to it (what :meth:`StyleTransfer.search` picks)."""
     alphas = sorted({float(a) for a in grid} | set(space.alphas(max(grid))))
     n_thr = len(space.thresholds(model.threshold))
-    decoded, miss = model.search_candidates(mu, windows.length, source, target, alphas, space)
+    decoded, miss, distance = model.search_candidates(mu, windows.length, source, target, alphas, space)
     out = []
     for cap in grid:
-        k = alphas.index(float(cap)) + 1  # the candidates of alphas[:k]
-        out.append(pick_candidates(decoded[: k * n_thr], miss[: k * n_thr]))
+        k = (alphas.index(float(cap)) + 1) * n_thr  # the candidates of alphas up to the cap
+        out.append(pick_candidates(decoded[:k], miss[:k], distance[:k], n_thr))
     return np.stack(out)
 
 
@@ -164,10 +181,7 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
     model = StyleTransfer.load(paths.vae, paths.classifier)
     index = ShardIndex.open(paths.shards)
     bounds = style_bounds(index, "val")
-    space = SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_threshold_offsets),
-                        {s: tuple(map(tuple, b.tolist()))
-                         for s, b in style_bounds(index, "train", tuple(tp.search_percentiles)).items()},
-                        tp.search_min_probability)
+    space = search_space(index, tp)
     pieces = select_pieces(paths.raw, paths.splits, model.styles, tp.val_pieces_per_style, params.seed, "val")
     base = TransferSettings.unmoved(tp.guided_lr, tp.guided_distance_weight, space)
     chosen: dict[str, dict[str, float]] = {m: {} for m in tp.methods}

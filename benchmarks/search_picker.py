@@ -1,0 +1,86 @@
+"""attribute_search's pick among passing candidates, and its thresholds, measured on VALIDATION pieces.
+
+For every direction, every audible window of the validation pieces the
+tune_transfer stage uses is moved by the attribute vector at every alpha up to
+the direction's chosen cap (models/transfer_settings.json), decoded at the
+checkpoint's threshold plus each offset of an ``--offsets`` set (the real
+:meth:`StyleTransfer.search_candidates`), and picked by two rules of
+:func:`pick_candidates`:
+
+* ``first``: at the gentlest alpha where a candidate passes, the first passing
+  threshold (nearest the checkpoint's) - the rule before;
+* ``typical``: at that alpha, the passing candidate whose density and polyphony
+  lie nearest the target's median training window - the rule now.
+
+Each pick is scored as the evaluate stage scores windows: the judge's verdict
+for the target, plausible (density and polyphony inside the target's val 5-95th
+percentile band), both (plausible strength), the melody F1 against the source
+window, and the mean density and polyphony of the picks against the source and
+target windows (window-level gap closed). Test pieces are never read.
+
+    python benchmarks/search_picker.py [--offsets 0,-0.15,0.15 0,-0.15,0.15,-0.25,-0.35 ...]
+
+Prints a markdown table and writes benchmarks/results/search_picker.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from midistyle import layout
+from midistyle import musicstats as ms
+from midistyle.transfer import pick_candidates
+from valsearch import ValSearch, write_table
+
+DEFAULT_OFFSETS = ("0,-0.15,0.15", "0,-0.15,0.15,-0.25", "0,-0.15,0.15,-0.25,-0.35", "0,-0.1,0.1,-0.2,0.2,-0.3")
+COLUMNS = [("offsets", "offsets", "s"), ("rule", "rule", "s"), ("direction", "direction", "s"),
+           ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
+           ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("density", "density", ".2f"),
+           ("polyphony", "polyphony", ".2f"), ("gap closed: density", "gap_density", ".2f"),
+           ("gap closed: polyphony", "gap_polyphony", ".2f")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--offsets", nargs="+", default=list(DEFAULT_OFFSETS), help="comma-separated offset sets")
+    ap.add_argument("--json", default="benchmarks/results/search_picker.json")
+    args = ap.parse_args()
+    val = ValSearch.load()
+    model = val.model
+    caps = json.loads(layout.TRANSFER_SETTINGS.read_text())["chosen"]["attribute_search"]  # alpha caps only
+    spb = model.spec.steps_per_beat
+    real = {style: ms.window_features(w.rolls, w.length, spb) for style, w in val.windows.items()}
+    rows = []
+    for offsets in args.offsets:
+        space = replace(val.space, threshold_offsets=tuple(float(o) for o in offsets.split(",")))
+        n_thr = len(space.thresholds(model.threshold))
+        for source, target, s, t, win, mu in val.directions():
+            cap = float(caps[f"{source}_to_{target}"])
+            decoded, miss, distance = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
+            C, N = miss.shape
+            judged, plaus = val.judged(decoded, win.length, target)
+            features = ms.window_features(decoded.reshape(C * N, *decoded.shape[2:]), np.tile(win.length, C),
+                                          spb).reshape(C, N, 2)
+            for rule, dist in (("first", np.zeros_like(distance)), ("typical", distance)):
+                pick = pick_candidates(np.arange(C)[:, None].repeat(N, 1), miss, dist, n_thr)
+                at = (pick, np.arange(N))
+                got = features[at]
+                gap = [ms.gap_closed(np.nanmean(real[source][:, k]), np.nanmean(got[:, k]),
+                                     np.nanmean(real[target][:, k])) for k in range(2)]
+                melody = np.nanmean([ms.melody_f1(win.rolls[n][: win.length[n]], decoded[pick[n], n][: win.length[n]])
+                                     for n in range(N)])
+                rows.append({"offsets": offsets, "rule": rule, "direction": f"{source}_to_{target}", "cap": cap,
+                             "plausible_strength": float((judged[at] & plaus[at]).mean()),
+                             "judge_strength": float(judged[at].mean()), "plausible": float(plaus[at].mean()),
+                             "melody_f1": float(melody), "density": float(np.nanmean(got[:, 0])),
+                             "polyphony": float(np.nanmean(got[:, 1])), "gap_density": gap[0],
+                             "gap_polyphony": gap[1], "windows": int(N)})
+    write_table(rows, COLUMNS, args.json)
+
+
+if __name__ == "__main__":
+    main()
