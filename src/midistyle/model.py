@@ -245,6 +245,26 @@ class StyleVAE(nn.Module):
         starts = on & (~before | (onset > self.onset_threshold))
         return torch.stack([on, starts], dim=-2).float()
 
+    def _frames(self, steps: int | None) -> tuple[int, int, int]:
+        """(W, blk, T) of free decoding: W frames asked for, GRU steps per block, and whole blocks of GRU steps
+        (T, cut back to W frames at the end)."""
+        k = self.cfg.frames_per_step
+        W = steps or self.cfg.window_steps
+        blk = self.block(-(-W // k))
+        return W, blk, -(-W // (k * blk)) * blk
+
+    @torch.no_grad()
+    def probabilities(self, z: torch.Tensor, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decoder that does not read its own output: the sounding and onset probabilities (B, T*k, 2, P) of
+        every frame, from z alone. They are the same at every threshold, so a caller deciding at several
+        thresholds (:meth:`decide`) runs the decoder once; frames past ``steps`` are cut by the caller."""
+        if self.cfg.autoregressive:
+            raise ValueError("an autoregressive decoder's probabilities depend on its decided frames")
+        _, _, T = self._frames(steps)
+        ctx, h = self._contexts(z, T)
+        out, _ = self.decoder(ctx, h)
+        return self.cell_probs(self._heads(out, z.shape[0]))
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor, steps: int | None = None, threshold: float = 0.5) -> torch.Tensor:
         """Free decoding from z alone: z (B, Z) -> (B, W, 2, 2, P).
@@ -254,16 +274,12 @@ class StyleVAE(nn.Module):
         roll. Autoregressive decoders feed back their own decoded frames.
         """
         k, P = self.cfg.frames_per_step, self.cfg.n_pitches
-        W = steps or self.cfg.window_steps
-        B = z.shape[0]
-        blk = self.block(-(-W // k))
-        T = -(-W // (k * blk)) * blk  # whole blocks of GRU steps; cut back to W frames at the end
-        ctx, h = self._contexts(z, T)
+        W, blk, T = self._frames(steps)
         if not self.cfg.autoregressive:
-            out, _ = self.decoder(ctx, h)
-            sounding, onset = self.cell_probs(self._heads(out, B))  # (B, T*k, 2, P) each
+            sounding, onset = self.probabilities(z, steps)  # (B, T*k, 2, P) each
             decided = self.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), threshold)
             return torch.stack([sounding, decided[:, :, :, 1]], dim=3)[:, :W]
+        ctx, h = self._contexts(z, T)
         n = ctx.shape[0]  # B * blocks
         frames = torch.zeros(n, 1, k * self.cfg.frame_size, device=z.device)  # the previous GRU step's frames
         outs = []
@@ -274,7 +290,7 @@ class StyleVAE(nn.Module):
             decided = self.decide(sounding, onset, last, threshold)  # (n, k, 2, 2, P)
             outs.append(torch.stack([sounding, decided[:, :, :, 1]], dim=3))
             frames = decided.reshape(n, 1, -1)
-        return torch.cat(outs, dim=1).reshape(B, T * k, 2, 2, P)[:, :W]
+        return torch.cat(outs, dim=1).reshape(z.shape[0], T * k, 2, 2, P)[:, :W]
 
     def reconstruction_nll(self, logits: torch.Tensor, x: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood per step: logits (B, W, 2, K, P), x (B, W, 2, 2, P) -> (B, W) nats.

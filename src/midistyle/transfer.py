@@ -317,6 +317,22 @@ class StyleTransfer:
         return np.concatenate(out)
 
     @torch.no_grad()
+    def decode_at(self, z: torch.Tensor, thresholds: list[float]) -> list[np.ndarray]:
+        """:meth:`decode` at each of ``thresholds``, bit for bit; a decoder that does not read its own output
+        runs once for all of them (its probabilities do not depend on the threshold)."""
+        if self.vae.cfg.autoregressive:
+            return [self.decode(z, th) for th in thresholds]
+        W = self.spec.window_steps
+        out: list[list[np.ndarray]] = [[] for _ in thresholds]
+        for lo in range(0, len(z), DECODE_BATCH):
+            sounding, onset = self.vae.probabilities(z[lo : lo + DECODE_BATCH], steps=W)
+            for got, th in zip(out, thresholds):  # what StyleVAE.generate decides, then decode's comparison
+                decided = self.vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), th)
+                got.append((torch.stack([sounding, decided[:, :, :, 1]], dim=3)[:, :W] > th).cpu().numpy())
+        empty = np.zeros((0, W, 2, 2, self.spec.n_pitches), bool)
+        return [np.concatenate(got) if got else empty for got in out]
+
+    @torch.no_grad()
     def style_probs(self, mu: torch.Tensor) -> np.ndarray:
         """The latent classifier's style probabilities (N, S)."""
         return torch.softmax(self.classifier(mu), -1).cpu().numpy()
@@ -371,8 +387,7 @@ class StyleTransfer:
         for alpha in space.alphas(job.settings.alpha):  # one alpha's thresholds at a time: :func:`pick_candidates`
             if len(todo) == 0:
                 break
-            block = [self.candidate(mu[todo], lengths[todo], s, t, alpha, th, space)
-                     for th in space.thresholds(self.threshold)]
+            block = self.candidates(mu[todo], lengths[todo], s, t, alpha, space)
             dec, miss, dist = (np.stack([c[k] for c in block]) for k in range(3))  # (T, n, ...), (T, n), (T, n)
             settled = (miss == 0).any(axis=0)
             out[todo[settled]] = pick_candidates(dec[:, settled], miss[:, settled], dist[:, settled], len(block))
@@ -387,28 +402,32 @@ class StyleTransfer:
                           space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate for every window, alphas (ascending) outside and thresholds (the checkpoint's first)
         inside: decoded (C, N, W, 2, 2, P), miss (C, N) and texture distance (C, N) (what tune_transfer sweeps)."""
-        cands = [self.candidate(mu, lengths, source, target, a, th, space)
-                 for a in alphas for th in space.thresholds(self.threshold)]
+        cands = [c for a in alphas for c in self.candidates(mu, lengths, source, target, a, space)]
         return tuple(np.stack([c[k] for c in cands]) for k in range(3))
 
-    def candidate(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
-                  threshold: float, space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One candidate: the attribute vector at ``alpha`` decoded at ``threshold``, cleared past each window's
-        length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
-        classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its density
-        and polyphony lie inside the target's training band (else + the distance outside it, in band widths);
-        and its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`)."""
+    def candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
+                   space: SearchSpace) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The candidates of one alpha, one per threshold of ``space`` (the checkpoint's first): the attribute
+        vector at ``alpha`` decoded at the threshold, cleared past each window's length (N, W, 2, 2, P); how far
+        it misses (N,), 0 when it passes: re-encoded, the latent classifier assigns it to the target with at
+        least ``space.min_probability`` (else +1), and its density and polyphony lie inside the target's
+        training band (else + the distance outside it, in band widths); and its texture's distance from the
+        target's median (N,) (:meth:`SearchSpace.texture_distance`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
         means = self.regions.means.to(mu.device)
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
-        dec = self.decode(mu + alpha * (means[target] - means[source]), threshold) & inside
-        if len(dec) == 0:
-            return dec, np.zeros(0), np.zeros(0)
-        off = off_target(self.style_probs(self.encode_arrays(dec, lengths)), target, space.min_probability)
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
-        features = ms.window_features(dec, lengths, self.spec.steps_per_beat)
-        return dec, off + texture_miss(features, bounds), space.texture_distance(features, self.styles[target])
+        out = []
+        for dec in self.decode_at(mu + alpha * (means[target] - means[source]), space.thresholds(self.threshold)):
+            dec &= inside
+            if len(dec) == 0:
+                out.append((dec, np.zeros(0), np.zeros(0)))
+                continue
+            off = off_target(self.style_probs(self.encode_arrays(dec, lengths)), target, space.min_probability)
+            features = ms.window_features(dec, lengths, self.spec.steps_per_beat)
+            out.append((dec, off + texture_miss(features, bounds), space.texture_distance(features, self.styles[target])))
+        return out
 
     def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
         src = torch.full((len(mu),), job.source, dtype=torch.long, device=mu.device)
