@@ -58,7 +58,7 @@ def main() -> None:
         flat, lens = decoded.reshape(C * N, *decoded.shape[2:]), np.tile(win.length, C)
         probs = model.style_probs(model.encode_arrays(flat, lens))  # (C * N, S)
         texture = miss0 - off_target(probs, t, 0.0).reshape(C, N)  # what the floor does not touch
-        judged, plaus = val.judged(decoded, win.length, target)
+        judged, plaus, _ = val.judged(decoded, win.length, target)
         melody = np.array([[ms.melody_f1(win.rolls[n][: win.length[n]], decoded[c, n][: win.length[n]])
                             for n in range(N)] for c in range(C)])
         alpha_of = np.repeat(np.asarray(args.alphas), n_thr)

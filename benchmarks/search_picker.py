@@ -62,9 +62,7 @@ def main() -> None:
             cap = float(caps[f"{source}_to_{target}"])
             decoded, miss, distance = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
             C, N = miss.shape
-            judged, plaus = val.judged(decoded, win.length, target)
-            features = ms.window_features(decoded.reshape(C * N, *decoded.shape[2:]), np.tile(win.length, C),
-                                          spb).reshape(C, N, 2)
+            judged, plaus, features = val.judged(decoded, win.length, target)
             for rule, dist in (("first", np.zeros_like(distance)), ("typical", distance)):
                 pick = pick_candidates(np.arange(C)[:, None].repeat(N, 1), miss, dist, n_thr)
                 at = (pick, np.arange(N))

@@ -256,11 +256,18 @@ def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(mo
     assert space.thresholds(0.9) == [0.9, 0.75, 0.95]  # kept inside 0.05 .. 0.95
 
 
-def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_decode_bit_for_bit(model, monkeypatch):
+def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_free_decoding_bit_for_bit(model, monkeypatch):
+    import dataclasses
     import midistyle.transfer as transfer_module
+    from midistyle.model import StyleVAE
     monkeypatch.setattr(transfer_module, "DECODE_BATCH", 3)  # several batches, the last one short
     z = torch.randn(7, model.vae.cfg.latent_size)
     thresholds = [0.45, 0.3, 0.6, 0.2, 0.1]
+    W = model.spec.window_steps
+
+    def generated(vae, th):  # the reference: StyleVAE.generate, the free decoding training validates
+        return (vae.generate(z, steps=W, threshold=th) > th).numpy()
+
     assert not model.vae.cfg.autoregressive  # params.yaml's decoder
     calls = []
     probabilities = model.vae.probabilities
@@ -268,17 +275,16 @@ def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_decode_b
     got = model.decode_at(z, thresholds)
     assert len(calls) == 3  # once per batch, not per threshold
     for th, dec in zip(thresholds, got):
-        assert np.array_equal(dec, model.decode(z, th))
-    assert [d.shape for d in model.decode_at(z[:0], thresholds)] == [model.decode(z[:0]).shape] * len(thresholds)
+        assert dec.dtype == bool and dec.any() and np.array_equal(dec, generated(model.vae, th))
+    assert np.array_equal(model.decode(z), generated(model.vae, model.threshold))
+    assert [d.shape for d in model.decode_at(z[:0], thresholds)] == [(0, W, 2, 2, model.spec.n_pitches)] * 5
     # an autoregressive decoder's probabilities depend on its own frames: it decodes once per threshold
-    import dataclasses
-    from midistyle.model import StyleVAE
     ar = StyleVAE(dataclasses.replace(model.vae.cfg, autoregressive=True))
     with pytest.raises(ValueError, match="autoregressive"):
         ar.probabilities(z)
     monkeypatch.setattr(model, "vae", ar)
     for th, dec in zip(thresholds, model.decode_at(z, thresholds)):
-        assert np.array_equal(dec, model.decode(z, th))
+        assert np.array_equal(dec, generated(ar, th))
 
 
 def test_pick_candidates_takes_the_gentlest_alpha_that_passes_and_there_the_most_typical_texture():

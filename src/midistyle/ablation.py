@@ -59,8 +59,9 @@ SCHEDULE_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("sched-cos18", "cosine decay, 18 epochs", (ONE_THREAD, "train.lr_schedule=cosine", "train.eval_every=4",
                                                 "train.epochs=18")),
 )
-GRIDS = {"design": (GRID, BUDGET), "long": (LONG_GRID, LONG_BUDGET), "schedule": (SCHEDULE_GRID, ())}
-TARGETS = {"design": ("train_vae",), "long": ("train_vae",), "schedule": ()}  # (): the whole pipeline
+# name -> (rows, settings of every row, the stages to run: () for the whole pipeline)
+GRIDS = {"design": (GRID, BUDGET, ("train_vae",)), "long": (LONG_GRID, LONG_BUDGET, ("train_vae",)),
+         "schedule": (SCHEDULE_GRID, (), ())}
 TRANSFER_COLUMNS = (("search_mean", "attribute_search plausible strength"), ("search_b2r", "baroque → renaissance"),
                     ("search_r2b", "renaissance → baroque"), ("search_gap", "gap closed"))
 HAND_WRITTEN = "<!-- the sections below are written by hand; `python -m midistyle.ablation table` keeps them -->"
@@ -83,10 +84,10 @@ def dvc(*args: str, capture: bool = False) -> str:
 
 
 def queue_grid(grid: str = "design") -> None:
-    rows, budget = GRIDS[grid]
+    rows, budget, stages = GRIDS[grid]
     for name, _, sets in rows:
         args = [a for s in (*budget, *sets) for a in ("-S", s)]
-        dvc("exp", "run", "--queue", "-n", name, *args, *TARGETS[grid])  # upstream stages too, where params change
+        dvc("exp", "run", "--queue", "-n", name, *args, *stages)  # upstream stages too, where params change
 
 
 def run_queue(jobs: int) -> None:

@@ -307,28 +307,26 @@ class StyleTransfer:
     @torch.no_grad()
     def decode(self, z: torch.Tensor, threshold: float | None = None) -> np.ndarray:
         """Free decoding at ``threshold`` (None: the checkpoint's): z (N, Z) -> bool windows (N, W, 2, 2, P)."""
-        threshold = self.threshold if threshold is None else threshold
-        out = []
-        for lo in range(0, len(z), DECODE_BATCH):
-            probs = self.vae.generate(z[lo : lo + DECODE_BATCH], steps=self.spec.window_steps, threshold=threshold)
-            out.append((probs > threshold).cpu().numpy())
-        if not out:
-            return np.zeros((0, self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
-        return np.concatenate(out)
+        return self.decode_at(z, [self.threshold if threshold is None else threshold])[0]
 
     @torch.no_grad()
     def decode_at(self, z: torch.Tensor, thresholds: list[float]) -> list[np.ndarray]:
-        """:meth:`decode` at each of ``thresholds``, bit for bit; a decoder that does not read its own output
-        runs once for all of them (its probabilities do not depend on the threshold)."""
-        if self.vae.cfg.autoregressive:
-            return [self.decode(z, th) for th in thresholds]
+        """Free decoding at each of ``thresholds`` (each in (0, 1)): z (N, Z) -> bool windows (N, W, 2, 2, P) per
+        threshold. A decoder that reads only z runs once per batch for all of them (its probabilities do not
+        depend on the threshold); an autoregressive one, whose next frames depend on its decided ones, once per
+        threshold."""
         W = self.spec.window_steps
         out: list[list[np.ndarray]] = [[] for _ in thresholds]
         for lo in range(0, len(z), DECODE_BATCH):
-            sounding, onset = self.vae.probabilities(z[lo : lo + DECODE_BATCH], steps=W)
-            for got, th in zip(out, thresholds):  # what StyleVAE.generate decides, then decode's comparison
-                decided = self.vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), th)
-                got.append((torch.stack([sounding, decided[:, :, :, 1]], dim=3)[:, :W] > th).cpu().numpy())
+            zb = z[lo : lo + DECODE_BATCH]
+            if self.vae.cfg.autoregressive:
+                rolls = [self.vae.generate(zb, steps=W, threshold=th) > th for th in thresholds]
+            else:
+                sounding, onset = self.vae.probabilities(zb, steps=W)
+                rolls = [self.vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), th)[:, :W] > 0.5
+                         for th in thresholds]
+            for got, roll in zip(out, rolls):
+                got.append(roll.cpu().numpy())
         empty = np.zeros((0, W, 2, 2, self.spec.n_pitches), bool)
         return [np.concatenate(got) if got else empty for got in out]
 
