@@ -11,7 +11,7 @@ target's val 5-95th percentile band), both (plausible strength), and the melody
 F1 of the window against its source. Test pieces are never read.
 
     python benchmarks/search_margin.py [--floors 0.5 0.9 0.97 0.99] [--caps 3 5 8] [--offsets 0,-0.15,0.15]
-                                       [--rule first]
+                                       [--rule first] [--paths mean_shift]
 
 Prints a markdown table and writes benchmarks/results/search_margin.json.
 """
@@ -39,16 +39,19 @@ def main() -> None:
     ap.add_argument("--caps", type=float, nargs="+", default=[3.0, 5.0, 8.0])
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0])
     ap.add_argument("--offsets", help="comma-separated threshold offsets (default: params.yaml's)")
+    ap.add_argument("--paths", default="mean_shift",
+                    help="comma-separated latent paths (transfer.search_paths; default: the attribute vector alone, as "
+                         "when the table in docs/ablation.md was made)")
     ap.add_argument("--rule", choices=("typical", "first"), default="typical",
                     help="the pick among passing candidates: nearest the median texture (now), or the first (before)")
     ap.add_argument("--json", default="benchmarks/results/search_margin.json")
     args = ap.parse_args()
     val = ValSearch.load()
     model = val.model
-    space = replace(val.space, alpha_grid=tuple(args.alphas), min_probability=0.0)
+    space = replace(val.space, alpha_grid=tuple(args.alphas), min_probability=0.0, paths=tuple(args.paths.split(",")))
     if args.offsets:
         space = replace(space, threshold_offsets=tuple(float(o) for o in args.offsets.split(",")))
-    n_thr = len(space.thresholds(model.threshold))
+    per_alpha = space.per_alpha(model.threshold)
     rows = []
     for source, target, s, t, win, mu in val.directions():
         decoded, miss0, distance = model.search_candidates(mu, win.length, s, t, list(args.alphas), space)
@@ -61,12 +64,12 @@ def main() -> None:
         judged, plaus, _ = val.judged(decoded, win.length, target)
         melody = np.array([[ms.melody_f1(win.rolls[n][: win.length[n]], decoded[c, n][: win.length[n]])
                             for n in range(N)] for c in range(C)])
-        alpha_of = np.repeat(np.asarray(args.alphas), n_thr)
+        alpha_of = np.repeat(np.asarray(args.alphas), per_alpha)
         for floor in args.floors:
             miss = texture + off_target(probs, t, floor).reshape(C, N)  # SearchSpace(min_probability=floor)
             for cap in args.caps:
-                k = int(np.sum(np.asarray(args.alphas) <= cap)) * n_thr
-                pick = pick_candidates(np.arange(k)[:, None].repeat(N, 1), miss[:k], distance[:k], n_thr)
+                k = int(np.sum(np.asarray(args.alphas) <= cap)) * per_alpha
+                pick = pick_candidates(np.arange(k)[:, None].repeat(N, 1), miss[:k], distance[:k], per_alpha)
                 at = (pick, np.arange(N))
                 rows.append({"direction": f"{source}_to_{target}", "min_probability": floor, "cap": cap,
                              "latent_pass": float((miss[:k][at] == 0).mean()),

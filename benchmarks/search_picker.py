@@ -1,9 +1,10 @@
-"""attribute_search's pick among passing candidates, and its thresholds, measured on VALIDATION pieces.
+"""attribute_search's latent paths, its pick among passing candidates and its thresholds, on VALIDATION pieces.
 
 For every direction, every audible window of the validation pieces the
-tune_transfer stage uses is moved by the attribute vector at every alpha up to
-the direction's chosen cap (models/transfer_settings.json), decoded at the
-checkpoint's threshold plus each offset of an ``--offsets`` set (the real
+tune_transfer stage uses is moved along each latent path of a ``--paths`` set
+(transfer.search_paths) at every alpha up to the direction's chosen cap
+(models/transfer_settings.json, or each of ``--caps``), decoded at the checkpoint's
+threshold plus each offset of an ``--offsets`` set (the real
 :meth:`StyleTransfer.search_candidates`), and picked by two rules of
 :func:`pick_candidates`:
 
@@ -16,9 +17,15 @@ Each pick is scored as the evaluate stage scores windows: the judge's verdict
 for the target, plausible (density and polyphony inside the target's val 5-95th
 percentile band), both (plausible strength), the melody F1 against the source
 window, and the mean density and polyphony of the picks against the source and
-target windows (window-level gap closed). Test pieces are never read.
+target windows (window-level gap closed), and the chroma similarity of pick and
+source. Test pieces are never read.
 
     python benchmarks/search_picker.py [--offsets 0,-0.15,0.15 0,-0.15,0.15,-0.25,-0.35 ...]
+                                       [--paths mean_shift transport mean_shift,transport] [--rules typical]
+                                       [--caps 2 3 8] [--json benchmarks/results/search_paths.json]
+
+``--paths`` defaults to the attribute vector alone (``mean_shift``), the search
+when the offsets table of docs/ablation.md was made.
 
 Prints a markdown table and writes benchmarks/results/search_picker.json.
 """
@@ -37,9 +44,9 @@ from midistyle.transfer import pick_candidates
 from valsearch import ValSearch, write_table
 
 DEFAULT_OFFSETS = ("0,-0.15,0.15", "0,-0.15,0.15,-0.25", "0,-0.15,0.15,-0.25,-0.35", "0,-0.1,0.1,-0.2,0.2,-0.3")
-COLUMNS = [("offsets", "offsets", "s"), ("rule", "rule", "s"), ("direction", "direction", "s"),
+COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("rule", "rule", "s"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
            ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
-           ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("density", "density", ".2f"),
+           ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f"), ("density", "density", ".2f"),
            ("polyphony", "polyphony", ".2f"), ("gap closed: density", "gap_density", ".2f"),
            ("gap closed: polyphony", "gap_polyphony", ".2f")]
 
@@ -47,6 +54,10 @@ COLUMNS = [("offsets", "offsets", "s"), ("rule", "rule", "s"), ("direction", "di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--offsets", nargs="+", default=list(DEFAULT_OFFSETS), help="comma-separated offset sets")
+    ap.add_argument("--paths", nargs="+", default=["mean_shift"], help="comma-separated latent path sets")
+    ap.add_argument("--rules", nargs="+", choices=("first", "typical"), default=["first", "typical"])
+    ap.add_argument("--caps", type=float, nargs="+",
+                    help="alpha caps, each for every direction (default: each direction's chosen cap)")
     ap.add_argument("--json", default="benchmarks/results/search_picker.json")
     args = ap.parse_args()
     val = ValSearch.load()
@@ -54,27 +65,35 @@ def main() -> None:
     caps = json.loads(layout.TRANSFER_SETTINGS.read_text())["chosen"]["attribute_search"]  # alpha caps only
     spb = model.spec.steps_per_beat
     real = {style: ms.window_features(w.rolls, w.length, spb) for style, w in val.windows.items()}
+    bars = list(range(0, model.spec.window_steps, model.spec.bar_steps))
     rows = []
-    for offsets in args.offsets:
-        space = replace(val.space, threshold_offsets=tuple(float(o) for o in offsets.split(",")))
-        n_thr = len(space.thresholds(model.threshold))
+    settings = [(p, o, c) for p in args.paths for o in args.offsets for c in (args.caps or [None])]
+    for paths, offsets, fixed in settings:
+        space = replace(val.space, threshold_offsets=tuple(float(o) for o in offsets.split(",")),
+                        paths=tuple(paths.split(",")))
+        per_alpha = space.per_alpha(model.threshold)
         for source, target, s, t, win, mu in val.directions():
-            cap = float(caps[f"{source}_to_{target}"])
+            cap = fixed if fixed is not None else float(caps[f"{source}_to_{target}"])
             decoded, miss, distance = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
             C, N = miss.shape
             judged, plaus, features = val.judged(decoded, win.length, target)
-            for rule, dist in (("first", np.zeros_like(distance)), ("typical", distance)):
-                pick = pick_candidates(np.arange(C)[:, None].repeat(N, 1), miss, dist, n_thr)
+            for rule in args.rules:
+                dist = distance if rule == "typical" else np.zeros_like(distance)
+                pick = pick_candidates(np.arange(C)[:, None].repeat(N, 1), miss, dist, per_alpha)
                 at = (pick, np.arange(N))
                 got = features[at]
                 gap = [ms.gap_closed(np.nanmean(real[source][:, k]), np.nanmean(got[:, k]),
                                      np.nanmean(real[target][:, k])) for k in range(2)]
                 melody = np.nanmean([ms.melody_f1(win.rolls[n][: win.length[n]], decoded[pick[n], n][: win.length[n]])
                                      for n in range(N)])
-                rows.append({"offsets": offsets, "rule": rule, "direction": f"{source}_to_{target}", "cap": cap,
-                             "plausible_strength": float((judged[at] & plaus[at]).mean()),
+                chroma = np.nanmean([ms.chroma_similarity(win.rolls[n][: win.length[n]], bars,
+                                                          decoded[pick[n], n][: win.length[n]], bars,
+                                                          model.spec.pitch_low) for n in range(N)])
+                rows.append({"paths": paths, "offsets": offsets, "rule": rule, "direction": f"{source}_to_{target}",
+                             "cap": cap, "plausible_strength": float((judged[at] & plaus[at]).mean()),
                              "judge_strength": float(judged[at].mean()), "plausible": float(plaus[at].mean()),
-                             "melody_f1": float(melody), "density": float(np.nanmean(got[:, 0])),
+                             "melody_f1": float(melody), "chroma": float(chroma),
+                             "density": float(np.nanmean(got[:, 0])),
                              "polyphony": float(np.nanmean(got[:, 1])), "gap_density": gap[0],
                              "gap_polyphony": gap[1], "windows": int(N)})
     write_table(rows, COLUMNS, args.json)

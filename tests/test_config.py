@@ -44,6 +44,9 @@ def test_repository_params_load():
         (lambda r: r["transfer"].update(guided_steps_grid=[1.5]), r"transfer\.guided_steps_grid\[0\]: expected an integer"),
         (lambda r: r["transfer"].update(target_strength=1.5), r"transfer\.target_strength: must be <= 1"),
         (lambda r: r["transfer"].update(val_pieces_per_style=0), r"transfer\.val_pieces_per_style: must be >= 1"),
+        (lambda r: r["transfer"].update(search_paths=["sideways"]), r"transfer\.search_paths\[0\]: unknown path 'sideways'"),
+        (lambda r: r["transfer"].update(search_paths=[]), r"transfer\.search_paths: must hold at least one path"),
+        (lambda r: r["transfer"].update(search_paths=["transport", "transport"]), r"transfer\.search_paths: .*each once"),
     ],
 )
 def test_bad_values_name_the_key(edit, message):

@@ -242,9 +242,10 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 
 # ---------------------------------------------------------------- attribute_search
-def _space(model, bounds=((0.0, 100.0), (0.0, 100.0)), min_probability=0.5, medians=(2.0, 2.0)):
-    return SearchSpace((0.5, 1.0, 2.0), (0.0, -0.15, 0.15), {s: bounds for s in model.styles}, min_probability,
-                       {s: medians for s in model.styles})
+def _space(model, bounds=((0.0, 100.0), (0.0, 100.0)), min_probability=0.5, medians=(2.0, 2.0),
+           paths=("mean_shift",)):
+    return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), {s: bounds for s in model.styles},
+                       min_probability, {s: medians for s in model.styles})
 
 
 def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(model):
@@ -350,3 +351,47 @@ def test_attribute_search_asks_the_latent_classifier_for_at_least_min_probabilit
     np.testing.assert_array_equal(miss_strict, (probs < 0.999999).astype(float))
     assert (miss_strict >= miss_loose).all() and (miss_strict > miss_loose).any()
     assert SearchSpace.from_json(strict.to_json()) == strict
+
+
+def test_the_transport_map_carries_one_style_gaussian_onto_the_other():
+    from midistyle.classifier import StyleRegions
+    rng = np.random.default_rng(7)
+    Z = 6
+    covs = []
+    for _ in range(2):
+        a = rng.normal(size=(Z, Z))
+        covs.append(a @ a.T + 0.5 * np.eye(Z))
+    regions = StyleRegions(torch.tensor(rng.normal(size=(2, Z)), dtype=torch.float32),
+                           torch.tensor(np.stack([np.linalg.cholesky(c) for c in covs]), dtype=torch.float32), [10, 10])
+    A = regions.transport(0, 1).double().numpy()
+    np.testing.assert_allclose(A, A.T, atol=1e-5)  # the Monge map between Gaussians is symmetric ...
+    assert (np.linalg.eigvalsh(A) > 0).all()  # ... positive definite
+    np.testing.assert_allclose(A @ covs[0] @ A.T, covs[1], rtol=1e-4, atol=1e-4)  # and pushes S_s onto S_t
+    np.testing.assert_allclose(regions.transport(1, 0).double().numpy(), np.linalg.inv(A), rtol=1e-4, atol=1e-4)
+    same = StyleRegions(regions.means, regions.chol[[0, 0]], [10, 10])
+    np.testing.assert_allclose(same.transport(0, 1).numpy(), np.eye(Z), atol=1e-4)  # equal spreads: a pure shift
+
+
+def test_attribute_search_tries_every_path_at_every_alpha(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    windows = [w for w in piece_windows(piece, model.spec) if w.notes]
+    mu, lengths = model.encode(windows), np.array([w.length for w in windows])
+    s, t = model.style_index("calm"), model.style_index("busy")
+    both = _space(model, paths=("mean_shift", "transport"))
+    assert both.per_alpha(model.threshold) == 6 and _space(model).per_alpha(model.threshold) == 3
+    shift, moved = model.path_vectors(mu, s, t, both.paths)
+    means = model.regions.means
+    assert torch.equal(shift, (means[t] - means[s]).expand_as(mu))  # the attribute vector
+    transported = means[t] + (mu - means[s]) @ model.regions.transport(s, t).T  # T(mu): alpha 1 lands there
+    torch.testing.assert_close(mu + moved, transported, rtol=1e-5, atol=1e-5)
+    decoded, miss, distance = model.search_candidates(mu, lengths, s, t, [1.0], both)
+    thresholds = both.thresholds(model.threshold)
+    inside = np.arange(model.spec.window_steps)[:, None, None, None] < lengths[:, None, None, None, None]
+    for p, d in enumerate((shift, moved)):  # paths outside, thresholds inside
+        for i, dec in enumerate(model.decode_at(mu + d, thresholds)):
+            assert np.array_equal(decoded[p * len(thresholds) + i], dec & inside)
+    job = Job("attribute_search", s, t, transfer_settings(alpha=1.0, search=both))
+    assert np.array_equal(model.search(mu, lengths, job), pick_candidates(decoded, miss, distance, 6))
+    assert SearchSpace.from_json(both.to_json()) == both
+    with pytest.raises(ValueError, match="search paths"):
+        SearchSpace.from_json({**both.to_json(), "paths": ["sideways"]})

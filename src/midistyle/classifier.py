@@ -77,6 +77,22 @@ class StyleRegions:
     chol: torch.Tensor
     windows: list[int]
 
+    def transport(self, source: int, target: int) -> torch.Tensor:
+        """(Z, Z) the optimal-transport (Monge) map between the two styles' Gaussians: ``z -> m_t + A (z - m_s)``
+        carries N(m_s, S_s) onto N(m_t, S_t) and, of all linear maps that do, moves points the least on average
+        (A = S_s^-1/2 (S_s^1/2 S_t S_s^1/2)^1/2 S_s^-1/2, symmetric). A window keeps its place relative to its
+        style's spread, so it lands among the target's windows rather than beside them (issue 9)."""
+        cov = [(c.double() @ c.double().T).numpy() for c in (self.chol[source], self.chol[target])]
+        root = _sqrtm(cov[0])
+        inv = np.linalg.inv(root)
+        return torch.tensor(inv @ _sqrtm(root @ cov[1] @ root) @ inv, dtype=torch.float32)
+
+
+def _sqrtm(sym: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix (float64)."""
+    w, v = np.linalg.eigh((sym + sym.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
 
 def style_regions(mu: np.ndarray, style: np.ndarray, n_styles: int) -> StyleRegions:
     """Fit a Gaussian per style (a small ridge keeps the covariance positive definite)."""

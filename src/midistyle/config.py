@@ -213,6 +213,7 @@ TRANSFER_METHODS = ("attribute_vector", "classifier_guided", "attribute_search")
 MAX_STRENGTH = 4.0  # the CLI's --strength: at most 4 times the strength chosen on validation pieces
 MAX_ALPHA = 10.0  # attribute vector: alphas of the grid
 MAX_GUIDED_STEPS = 1000  # classifier-guided: steps of the grid, and what the CLI's --strength/--steps may ask for
+SEARCH_PATHS = ("mean_shift", "transport")  # attribute_search's latent paths (midistyle.transfer.StyleTransfer.paths)
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ class TransferParams:
     # grid value whose re-encoded target share x plausible reaches target_strength, else the best one.
     alpha_grid: list[float]  # attribute vector: alphas tried, ascending
     guided_steps_grid: list[int]  # classifier-guided: step counts tried, ascending
+    search_paths: list[str]  # attribute_search: the latent paths tried at every alpha (SEARCH_PATHS), ties to the first
     search_threshold_offsets: list[float]  # attribute_search: added to the checkpoint's decision threshold
     search_percentiles: list[float]  # attribute_search: the accepted band of the target's training windows' texture
     search_min_probability: float = _f(ge=0.0, lt=1.0)  # attribute_search: the latent classifier's least target probability
@@ -237,6 +239,11 @@ class TransferParams:
             if m not in TRANSFER_METHODS:
                 raise ConfigError(f"{where}.methods: unknown method {m!r}; known: {list(TRANSFER_METHODS)}")
         _check_grid(self.alpha_grid, f"{where}.alpha_grid", "> 0", lambda v: 0 < v <= MAX_ALPHA, MAX_ALPHA)
+        if not self.search_paths or len(set(self.search_paths)) != len(self.search_paths):
+            raise ConfigError(f"{where}.search_paths: must hold at least one path, each once, got {self.search_paths}")
+        for i, path in enumerate(self.search_paths):
+            if path not in SEARCH_PATHS:
+                raise ConfigError(f"{where}.search_paths[{i}]: unknown path {path!r}; known: {list(SEARCH_PATHS)}")
         if not self.search_threshold_offsets:
             raise ConfigError(f"{where}.search_threshold_offsets: must hold at least one value")
         for i, o in enumerate(self.search_threshold_offsets):

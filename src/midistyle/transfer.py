@@ -16,9 +16,19 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
   lower the latent classifier's cross-entropy for the target style plus
   ``guided_distance_weight * ||z - mu||^2`` (stay near the source's content);
 * ``attribute_search``: generate and test, window by window. Candidates are the
-  attribute vector at every ``alpha`` of ``transfer.alpha_grid`` up to the chosen
-  one, each decoded at the checkpoint's threshold plus each of
-  ``transfer.search_threshold_offsets``. A candidate passes when the latent
+  moves of every ``transfer.search_paths`` path at every ``alpha`` of
+  ``transfer.alpha_grid`` up to the chosen one, each decoded at the checkpoint's
+  threshold plus each of ``transfer.search_threshold_offsets``. The paths
+  (:meth:`StyleTransfer.path_vectors`), ``z = mu + alpha * d``:
+
+  - ``mean_shift``: ``d = mean_mu[target] - mean_mu[source]``, the attribute vector;
+  - ``transport``: ``d = T(mu) - mu``, where ``T`` is the optimal-transport map
+    between the two styles' Gaussians (:meth:`StyleRegions.transport`). At
+    ``alpha = 1`` the source style's windows, as a whole, take the target's
+    spread as well as its mean: ``d`` is the mean shift plus a term that
+    rescales the window's offset from its style's mean.
+
+  A candidate passes when the latent
   classifier, re-encoding it, assigns it to the target with a probability of at
   least ``transfer.search_min_probability`` *and* its note density and polyphony
   lie inside the ``transfer.search_percentiles`` band (5th-95th) of the target
@@ -57,7 +67,7 @@ from tqdm import tqdm
 
 from midistyle import layout
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
-from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH, TRANSFER_METHODS
+from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH, SEARCH_PATHS, TRANSFER_METHODS
 from midistyle.directions import Direction
 from midistyle.errors import UserError
 from midistyle.extract import read_manifest as read_raw_manifest
@@ -97,6 +107,7 @@ class SearchSpace:
     """What ``attribute_search`` tries per window and which texture it accepts (written by tune_transfer)."""
 
     alpha_grid: tuple[float, ...]  # transfer.alpha_grid
+    paths: tuple[str, ...]  # transfer.search_paths: the latent paths tried at every alpha
     threshold_offsets: tuple[float, ...]  # transfer.search_threshold_offsets, added to the checkpoint's threshold
     texture_bounds: dict[str, tuple]  # style -> ((density lo, hi), (polyphony lo, hi)): transfer.search_percentiles of its training windows
     min_probability: float  # transfer.search_min_probability: the least target probability of the latent classifier
@@ -115,15 +126,25 @@ class SearchSpace:
                 out.append(t)
         return out
 
+    def per_alpha(self, base: float) -> int:
+        """Candidates of one alpha: one per path and threshold (:meth:`StyleTransfer.candidates`)."""
+        return len(self.paths) * len(self.thresholds(base))
+
     def to_json(self) -> dict:
-        return {"alpha_grid": list(self.alpha_grid), "threshold_offsets": list(self.threshold_offsets),
+        return {"alpha_grid": list(self.alpha_grid), "paths": list(self.paths),
+                "threshold_offsets": list(self.threshold_offsets),
                 "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()},
                 "min_probability": self.min_probability,
                 "texture_medians": {k: list(v) for k, v in self.texture_medians.items()}}
 
     @classmethod
     def from_json(cls, data: dict) -> "SearchSpace":
-        return cls(tuple(float(a) for a in data["alpha_grid"]), tuple(float(o) for o in data["threshold_offsets"]),
+        paths = tuple(str(p) for p in data["paths"])
+        unknown = [p for p in paths if p not in SEARCH_PATHS]
+        if unknown or not paths:
+            raise ValueError(f"search paths {list(paths)}; known: {list(SEARCH_PATHS)}")
+        return cls(tuple(float(a) for a in data["alpha_grid"]), paths,
+                   tuple(float(o) for o in data["threshold_offsets"]),
                    {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
                    float(data["min_probability"]),
                    {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()})
@@ -231,6 +252,7 @@ class StyleTransfer:
         self.styles = list(styles)
         self.threshold = float(vae_ckpt["threshold"])
         self.spec = vae_spec(vae_ckpt)
+        self._transport: dict[tuple[int, int], torch.Tensor] = {}  # (source, target) -> the map's A (path_vectors)
         self.device = torch.device(device)
 
     @classmethod
@@ -398,26 +420,49 @@ class StyleTransfer:
 
     def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
                           space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every candidate for every window, alphas (ascending) outside and thresholds (the checkpoint's first)
-        inside: decoded (C, N, W, 2, 2, P), miss (C, N) and texture distance (C, N) (what tune_transfer sweeps)."""
+        """Every candidate for every window, alphas (ascending) outside, then paths, then thresholds (the
+        checkpoint's first) inside: decoded (C, N, W, 2, 2, P), miss (C, N) and texture distance (C, N) (what
+        tune_transfer sweeps)."""
         cands = [c for a in alphas for c in self.candidates(mu, lengths, source, target, a, space)]
         return tuple(np.stack([c[k] for c in cands]) for k in range(3))
 
+    def path_vectors(self, mu: torch.Tensor, source: int, target: int, paths: tuple[str, ...]) -> list[torch.Tensor]:
+        """Per path of ``paths`` (:data:`~midistyle.config.SEARCH_PATHS`), the move d (N, Z) of each latent
+        ``mu`` (N, Z) at alpha 1: ``mean_shift`` the difference of the style means, ``transport`` the
+        optimal-transport map's move ``m_t + A (mu - m_s) - mu`` (module docstring)."""
+        means = self.regions.means.to(mu.device)
+        shift = means[target] - means[source]
+        out = []
+        for path in paths:
+            if path == "mean_shift":
+                out.append(shift.expand_as(mu))
+            elif path == "transport":
+                key = (source, target)
+                if key not in self._transport:
+                    self._transport[key] = self.regions.transport(source, target).to(mu.device)
+                offset = mu - means[source]  # (N, Z)
+                out.append(shift + offset @ self._transport[key].T - offset)
+            else:
+                raise UserError(f"unknown search path {path!r}; known: {', '.join(SEARCH_PATHS)}")
+        return out
+
     def candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
                    space: SearchSpace) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The candidates of one alpha, one per threshold of ``space`` (the checkpoint's first): the attribute
-        vector at ``alpha`` decoded at the threshold, cleared past each window's length (N, W, 2, 2, P); how far
-        it misses (N,), 0 when it passes: re-encoded, the latent classifier assigns it to the target with at
-        least ``space.min_probability`` (else +1), and its density and polyphony lie inside the target's
-        training band (else + the distance outside it, in band widths); and its texture's distance from the
-        target's median (N,) (:meth:`SearchSpace.texture_distance`)."""
+        """The candidates of one alpha, one per path and threshold of ``space`` (paths outside, the checkpoint's
+        threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
+        window's length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
+        classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its density
+        and polyphony lie inside the target's training band (else + the distance outside it, in band widths);
+        and its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
-        means = self.regions.means.to(mu.device)
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
+        thresholds = space.thresholds(self.threshold)
+        decoded = [dec for d in self.path_vectors(mu, source, target, space.paths)
+                   for dec in self.decode_at(mu + alpha * d, thresholds)]
         out = []
-        for dec in self.decode_at(mu + alpha * (means[target] - means[source]), space.thresholds(self.threshold)):
+        for dec in decoded:
             dec &= inside
             if len(dec) == 0:
                 out.append((dec, np.zeros(0), np.zeros(0)))

@@ -106,7 +106,7 @@ def split_textures(index: ShardIndex, split: str, percentiles: tuple[float, floa
 def search_space(index: ShardIndex, tp) -> SearchSpace:
     """attribute_search's candidates and accepted texture, from params' ``transfer`` and the training windows."""
     bounds, medians = split_textures(index, "train", tuple(tp.search_percentiles))
-    return SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_threshold_offsets),
+    return SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_paths), tuple(tp.search_threshold_offsets),
                        {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
                        {s: tuple(m.tolist()) for s, m in medians.items()})
 
@@ -142,12 +142,12 @@ def search_sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor,
     once; under cap ``grid[g]`` a window keeps :func:`~midistyle.transfer.pick_candidates`'s choice among the
     candidates of the alphas up to it (what :meth:`StyleTransfer.search` picks)."""
     alphas = sorted({float(a) for a in grid} | set(space.alphas(max(grid))))
-    n_thr = len(space.thresholds(model.threshold))
+    per_alpha = space.per_alpha(model.threshold)
     decoded, miss, distance = model.search_candidates(mu, windows.length, source, target, alphas, space)
     out = []
     for cap in grid:
-        k = (alphas.index(float(cap)) + 1) * n_thr  # the candidates of alphas up to the cap
-        out.append(pick_candidates(decoded[:k], miss[:k], distance[:k], n_thr))
+        k = (alphas.index(float(cap)) + 1) * per_alpha  # the candidates of alphas up to the cap
+        out.append(pick_candidates(decoded[:k], miss[:k], distance[:k], per_alpha))
     return np.stack(out)
 
 
