@@ -54,7 +54,7 @@ def main() -> None:
     per_alpha = space.per_alpha(model.threshold)
     rows = []
     for source, target, s, t, win, mu in val.directions():
-        decoded, miss0, distance = model.search_candidates(mu, win.length, s, t, list(args.alphas), space)
+        decoded, miss0, distance, _ = model.search_candidates(mu, win.length, s, t, list(args.alphas), space)
         if args.rule == "first":
             distance = np.zeros_like(distance)
         C, N = miss0.shape

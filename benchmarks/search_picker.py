@@ -74,7 +74,7 @@ def main() -> None:
         per_alpha = space.per_alpha(model.threshold)
         for source, target, s, t, win, mu in val.directions():
             cap = fixed if fixed is not None else float(caps[f"{source}_to_{target}"])
-            decoded, miss, distance = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
+            decoded, miss, distance, _ = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
             C, N = miss.shape
             judged, plaus, features = val.judged(decoded, win.length, target)
             for rule in args.rules:

@@ -20,6 +20,7 @@ from midistyle.transfer import (
     output_path,
     piece_name,
     piece_windows,
+    audible_windows,
     pick_candidates,
     transfer_stage,
 )
@@ -279,13 +280,22 @@ def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_free_dec
         assert dec.dtype == bool and dec.any() and np.array_equal(dec, generated(model.vae, th))
     assert np.array_equal(model.decode(z), generated(model.vae, model.threshold))
     assert [d.shape for d in model.decode_at(z[:0], thresholds)] == [(0, W, 2, 2, model.spec.n_pitches)] * 5
+    # holds: the first frame's cells whose P(onset | sounding) does not pass the onset threshold
+    _, holds = model.decode_windows(z, thresholds)
+    assert np.array_equal(holds, (model.vae.probabilities(z, W)[1][:, 0] <= model.vae.onset_threshold).numpy())
+    assert holds.any() and not holds.all()
     # an autoregressive decoder's probabilities depend on its own frames: it decodes once per threshold
     ar = StyleVAE(dataclasses.replace(model.vae.cfg, autoregressive=True))
     with pytest.raises(ValueError, match="autoregressive"):
         ar.probabilities(z)
     monkeypatch.setattr(model, "vae", ar)
-    for th, dec in zip(thresholds, model.decode_at(z, thresholds)):
+    rolls, holds = model.decode_windows(z, thresholds)
+    for th, dec in zip(thresholds, rolls):
         assert np.array_equal(dec, generated(ar, th))
+    # its first frame reads no decided frame: teacher forcing on silence gives the free decoding's probabilities
+    first = ar.cell_probs(ar.decode(z, torch.zeros(len(z), W, 2, 2, model.spec.n_pitches))[:, :1])
+    torch.testing.assert_close(first[0][:, 0], ar.generate(z, steps=W)[:, 0, :, 0])
+    assert np.array_equal(holds, (first[1][:, 0] <= ar.onset_threshold).numpy())
 
 
 def test_pick_candidates_takes_the_gentlest_alpha_that_passes_and_there_the_most_typical_texture():
@@ -318,9 +328,10 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
     s, t = model.style_index("calm"), model.style_index("busy")
     wide = _space(model)
     job = Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=wide))
-    decoded, miss, distance = model.search_candidates(mu, lengths, s, t, wide.alphas(2.0), wide)
-    searched = model.search(mu, lengths, job)
+    decoded, miss, distance, holds = model.search_candidates(mu, lengths, s, t, wide.alphas(2.0), wide)
+    searched, searched_holds = model.search(mu, lengths, job)
     assert np.array_equal(searched, pick_candidates(decoded, miss, distance, 3))  # the search is the one rule
+    assert np.array_equal(searched_holds, pick_candidates(holds, miss, distance, 3))  # each window's own holds
     feats = window_features(decoded.reshape(-1, *decoded.shape[2:]), np.tile(lengths, len(decoded)),
                             model.spec.steps_per_beat).reshape(*miss.shape, 2)
     np.testing.assert_allclose(distance, np.nan_to_num(np.abs(feats - 2.0).sum(-1) / 100.0, nan=np.inf))
@@ -331,9 +342,9 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
             assert (miss[: c // 3 * 3, n] > 0).all()  # no gentler alpha passed
     # no texture can pass an empty band: each window falls back to its least-missing candidate
     none = _space(model, ((50.0, 50.0), (50.0, 50.0)))
-    d2, m2, _ = model.search_candidates(mu, lengths, s, t, none.alphas(2.0), none)
+    d2, m2, _, _ = model.search_candidates(mu, lengths, s, t, none.alphas(2.0), none)
     assert (m2 > 0).all()
-    got = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=none)))
+    got, _ = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=none)))
     assert np.array_equal(got, d2[np.argmin(m2, axis=0), np.arange(len(windows))])
 
 
@@ -343,8 +354,8 @@ def test_attribute_search_asks_the_latent_classifier_for_at_least_min_probabilit
     mu, lengths = model.encode(windows), np.array([w.length for w in windows])
     s, t = model.style_index("calm"), model.style_index("busy")
     loose, strict = _space(model), _space(model, min_probability=0.999999)
-    _, miss_loose, _ = model.search_candidates(mu, lengths, s, t, loose.alphas(2.0), loose)
-    dec, miss_strict, _ = model.search_candidates(mu, lengths, s, t, strict.alphas(2.0), strict)
+    _, miss_loose, _, _ = model.search_candidates(mu, lengths, s, t, loose.alphas(2.0), loose)
+    dec, miss_strict, _, _ = model.search_candidates(mu, lengths, s, t, strict.alphas(2.0), strict)
     probs = np.stack([model.style_probs(model.encode_arrays(d, lengths))[:, t] for d in dec])  # (C, N)
     assert (probs < 0.999999).any() and (probs >= 0.5).any()  # the floor turns some passing candidates away
     # the texture band is wide open: the miss is 1 exactly where the target's probability is under the floor
@@ -384,14 +395,50 @@ def test_attribute_search_tries_every_path_at_every_alpha(model, project):
     assert torch.equal(shift, (means[t] - means[s]).expand_as(mu))  # the attribute vector
     transported = means[t] + (mu - means[s]) @ model.regions.transport(s, t).T  # T(mu): alpha 1 lands there
     torch.testing.assert_close(mu + moved, transported, rtol=1e-5, atol=1e-5)
-    decoded, miss, distance = model.search_candidates(mu, lengths, s, t, [1.0], both)
+    decoded, miss, distance, _ = model.search_candidates(mu, lengths, s, t, [1.0], both)
     thresholds = both.thresholds(model.threshold)
     inside = np.arange(model.spec.window_steps)[:, None, None, None] < lengths[:, None, None, None, None]
     for p, d in enumerate((shift, moved)):  # paths outside, thresholds inside
         for i, dec in enumerate(model.decode_at(mu + d, thresholds)):
             assert np.array_equal(decoded[p * len(thresholds) + i], dec & inside)
     job = Job("attribute_search", s, t, transfer_settings(alpha=1.0, search=both))
-    assert np.array_equal(model.search(mu, lengths, job), pick_candidates(decoded, miss, distance, 6))
+    assert np.array_equal(model.search(mu, lengths, job)[0], pick_candidates(decoded, miss, distance, 6))
     assert SearchSpace.from_json(both.to_json()) == both
     with pytest.raises(ValueError, match="search paths"):
         SearchSpace.from_json({**both.to_json(), "paths": ["sideways"]})
+
+
+def test_notes_held_over_a_window_start_are_tied_where_the_later_window_holds_them():
+    from midistyle.roll import roll_to_notes
+    from midistyle.transfer import tie_windows
+    P = 4
+    roll = np.zeros((8, 2, 2, P), bool)  # two windows of 4 steps, each decoded alone: every note starts in it
+    roll[0:8, 0, 0, 0] = True  # pitch 0 sounds throughout, struck at both window starts
+    roll[[0, 4], 0, 1, 0] = True
+    roll[2:8, 1, 0, 1] = True  # left hand pitch 1 from step 2, struck again at 4
+    roll[[2, 4], 1, 1, 1] = True
+    roll[4:6, 0, 0, 2] = True  # pitch 2 starts at the window start: nothing sounded before
+    roll[4, 0, 1, 2] = True
+    holds = np.zeros((2, 2, P), bool)
+    holds[1, 0, [0, 2]] = True  # the second window holds pitches 0 and 2 of the right hand, not the left hand's 1
+    tied = tie_windows(roll.copy(), [0, 4], holds)
+    assert sorted(roll_to_notes(tied)) == [(0, 0, 0, 8), (0, 2, 4, 6), (1, 1, 2, 4), (1, 1, 4, 8)]
+    assert len(roll_to_notes(roll)) == 5  # untied: pitch 0 struck again at step 4
+    assert np.array_equal(tie_windows(roll.copy(), [0, 4], np.zeros_like(holds)), roll)  # nothing held
+    assert np.array_equal(tie_windows(roll.copy(), [0], holds[:1]), roll)  # the piece's first step is no boundary
+
+
+def test_transferred_pieces_tie_notes_over_window_starts_as_the_decoder_holds_them(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    windows = audible_windows(piece, model.spec)
+    assert len(windows) > 1
+    job = Job(RECONSTRUCTION, model.style_index("calm"), model.style_index("calm"), transfer_settings(alpha=0.0))
+    roll = model.transfer_piece(piece, [job])[0]
+    rolls, holds = model.decode_windows(model.encode(windows), [model.threshold])
+    boundary = 0
+    for w, hold in zip(windows[1:], holds[1:]):
+        s = w.start
+        both = roll[s, :, 0] & roll[s - 1, :, 0]
+        boundary += int(both.sum())
+        assert np.array_equal(roll[s, :, 1] & both, both & ~hold)  # struck again exactly where not held
+    assert boundary > 0

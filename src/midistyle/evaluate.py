@@ -75,6 +75,7 @@ from midistyle.transfer import (
     load_chosen_settings,
     read_manifest,
     select_test_pieces,
+    tie_windows,
 )
 from midistyle.tuning import read_sweep
 
@@ -456,7 +457,7 @@ def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listen
     chosen = selection["chosen"]
     rows = []
     for g, value in enumerate(sweep["values"].tolist()):
-        chroma, melody = piece_content(sweep, decoded[g], sources, listener.spec.pitch_low)
+        chroma, melody = piece_content(sweep, decoded[g], sweep["holds"][g], sources, listener.spec.pitch_low)
         rows.append({"method": method, "direction": direction, "knob": KNOBS[method], "value": value,
                      "cli_strength": value / chosen if chosen else float("nan"), "chosen": int(value == chosen),
                      "plausible_strength": _share(hit[g] & ok[g]), "strength": _share(hit[g]),
@@ -465,14 +466,17 @@ def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listen
     return rows
 
 
-def piece_content(sweep: dict, decoded: np.ndarray, sources: list[Heard], pitch_low: int) -> tuple[float, float]:
-    """Mean over pieces of chroma similarity and melody F1 between each source and its windows stitched back."""
+def piece_content(sweep: dict, decoded: np.ndarray, holds: np.ndarray, sources: list[Heard],
+                  pitch_low: int) -> tuple[float, float]:
+    """Mean over pieces of chroma similarity and melody F1 between each source and its windows stitched back
+    (and tied over the windows' starts, as the transfer stage writes them: :func:`~midistyle.transfer.tie_windows`)."""
     chroma, melody = [], []
     for i, source in enumerate(sources):
         mine = np.nonzero(sweep["piece"] == i)[0]
         if not len(mine):
             continue
         out = stitch_windows([(int(sweep["start"][j]), int(sweep["length"][j]), decoded[j]) for j in mine], len(source.roll))
+        out = tie_windows(out, [int(sweep["start"][j]) for j in mine], holds[mine])
         chroma.append(ms.chroma_similarity(source.roll, source.bar_starts, out, source.bar_starts, pitch_low))
         melody.append(ms.melody_f1(source.roll, out))
     return ms.nanmean(chroma), ms.nanmean(melody)

@@ -5,7 +5,8 @@ A piece is cut into consecutive, non-overlapping windows of
 its latent ``mu``, the latent is moved towards the target style, decoded
 *freely* (the decoder sees only z, never the source) with the checkpoint's
 decision threshold, and the windows are stitched back into one roll written
-with the source's tempo and metre map.
+with the source's tempo and metre map; a note sounding across a window's start
+is tied over it where the later window holds it (:func:`tie_windows`).
 
 Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
 
@@ -74,8 +75,8 @@ from midistyle.extract import read_manifest as read_raw_manifest
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, staged_dir
 from midistyle.model import StyleVAE, load_vae, vae_spec
 from midistyle import musicstats as ms
-from midistyle.roll import (PieceRoll, RollSpec, Timing, Window, iter_windows, read_piece, roll_to_midi, stitch_windows,
-                            write_midi)
+from midistyle.roll import (ONSET, SOUNDING, PieceRoll, RollSpec, Timing, Window, iter_windows, read_piece, roll_to_midi,
+                            stitch_windows, write_midi)
 
 log = logging.getLogger(__name__)
 
@@ -333,24 +334,39 @@ class StyleTransfer:
 
     @torch.no_grad()
     def decode_at(self, z: torch.Tensor, thresholds: list[float]) -> list[np.ndarray]:
+        """Free decoding at each of ``thresholds``: the windows of :meth:`decode_windows` without their holds."""
+        return self.decode_windows(z, thresholds)[0]
+
+    @torch.no_grad()
+    def decode_windows(self, z: torch.Tensor, thresholds: list[float]) -> tuple[list[np.ndarray], np.ndarray]:
         """Free decoding at each of ``thresholds`` (each in (0, 1)): z (N, Z) -> bool windows (N, W, 2, 2, P) per
-        threshold. A decoder that reads only z runs once per batch for all of them (its probabilities do not
-        depend on the threshold); an autoregressive one, whose next frames depend on its decided ones, once per
+        threshold, and the windows' holds (N, 2, P), the same at every threshold: the cells of the first frame
+        that continue a note sounding just before the window, where one does (:func:`tie_windows`). A window is
+        decoded alone, so every note of its first frame starts there; the decoder's P(onset | sounding) of that
+        frame says which of them it would hold, by the rule :meth:`StyleVAE.decide` applies inside a window.
+
+        A decoder that reads only z runs once per batch for all thresholds (its probabilities do not depend on
+        the threshold); an autoregressive one, whose next frames depend on its decided ones, once per
         threshold."""
-        W = self.spec.window_steps
+        W, P = self.spec.window_steps, self.spec.n_pitches
         out: list[list[np.ndarray]] = [[] for _ in thresholds]
+        holds = []
         for lo in range(0, len(z), DECODE_BATCH):
             zb = z[lo : lo + DECODE_BATCH]
             if self.vae.cfg.autoregressive:
                 rolls = [self.vae.generate(zb, steps=W, threshold=th) > th for th in thresholds]
+                # the first frame reads no decided frame: teacher forcing on silence gives its probabilities
+                onset = self.vae.cell_probs(self.vae.decode(zb, zb.new_zeros(len(zb), W, 2, 2, P))[:, :1])[1]
             else:
                 sounding, onset = self.vae.probabilities(zb, steps=W)
                 rolls = [self.vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), th)[:, :W] > 0.5
                          for th in thresholds]
+            holds.append((onset[:, 0] <= self.vae.onset_threshold).cpu().numpy())
             for got, roll in zip(out, rolls):
                 got.append(roll.cpu().numpy())
-        empty = np.zeros((0, W, 2, 2, self.spec.n_pitches), bool)
-        return [np.concatenate(got) if got else empty for got in out]
+        empty = np.zeros((0, W, 2, 2, P), bool)
+        return ([np.concatenate(got) if got else empty for got in out],
+                np.concatenate(holds) if holds else np.zeros((0, 2, P), bool))
 
     @torch.no_grad()
     def style_probs(self, mu: torch.Tensor) -> np.ndarray:
@@ -367,64 +383,73 @@ class StyleTransfer:
         every job and decoded in one batch (the decoder runs step by step: few, full batches are fast)."""
         windows = [audible_windows(p, self.spec) for p in pieces]
         flat = [w for ws in windows for w in ws]
-        decoded = None
+        decoded = holds = None
         if flat:
             mu = self.encode(flat)
             plain = [job for job in jobs if job.method != "attribute_search"]
-            moved = self.decode(torch.cat([self._moved(mu, job) for job in plain])) if plain else None
+            if plain:
+                moved, moved_holds = self.decode_windows(torch.cat([self._moved(mu, job) for job in plain]),
+                                                         [self.threshold])
             lengths = np.array([w.length for w in flat])
             parts, i = [], 0
             for job in jobs:
                 if job.method == "attribute_search":
                     parts.append(self.search(mu, lengths, job))
                 else:
-                    parts.append(moved[i * len(flat) : (i + 1) * len(flat)])
+                    rows = slice(i * len(flat), (i + 1) * len(flat))
+                    parts.append((moved[0][rows], moved_holds[rows]))
                     i += 1
-            decoded = np.concatenate(parts)
+            decoded, holds = (np.concatenate([p[k] for p in parts]) for k in range(2))
         out, lo, n = [], 0, len(flat)
         for piece, ws in zip(pieces, windows):
             total = len(piece.roll)
             rolls = []
             for j in range(len(jobs)):
-                parts = [(w.start, w.length, decoded[j * n + lo + i]) for i, w in enumerate(ws)]
-                rolls.append(stitch_windows(parts, total) if parts else
-                             np.zeros((total, 2, 2, self.spec.n_pitches), bool))
+                mine = [j * n + lo + i for i in range(len(ws))]
+                roll = stitch_windows([(w.start, w.length, decoded[k]) for w, k in zip(ws, mine)], total) if ws else \
+                    np.zeros((total, 2, 2, self.spec.n_pitches), bool)
+                rolls.append(tie_windows(roll, [w.start for w in ws], holds[mine] if ws else []))
             out.append(rolls)
             lo += len(ws)
         return out
 
     # ------------------------------------------------------------ attribute_search
-    def search(self, mu: torch.Tensor, lengths: np.ndarray, job: Job) -> np.ndarray:
+    def search(self, mu: torch.Tensor, lengths: np.ndarray, job: Job) -> tuple[np.ndarray, np.ndarray]:
         """``attribute_search``: per window :func:`pick_candidates`'s choice (module docstring), as decoded
-        windows (N, W, 2, 2, P) cleared past each window's length. An alpha's candidates are decoded only for
-        the windows that no gentler alpha settled."""
+        windows (N, W, 2, 2, P) cleared past each window's length, with their holds (N, 2, P)
+        (:meth:`decode_windows`). An alpha's candidates are decoded only for the windows that no gentler alpha
+        settled."""
         space, s, t = job.settings.search, job.source, job.target
         if job.settings.alpha == 0:  # strength 0: the plain reconstruction
-            return self.decode(mu)
+            rolls, holds = self.decode_windows(mu, [self.threshold])
+            return rolls[0], holds
         out = np.zeros((len(mu), self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
+        out_holds = np.zeros((len(mu), 2, self.spec.n_pitches), bool)
         best = np.full(len(mu), np.inf)
         todo = np.arange(len(mu))
         for alpha in space.alphas(job.settings.alpha):  # one alpha's thresholds at a time: :func:`pick_candidates`
             if len(todo) == 0:
                 break
             block = self.candidates(mu[todo], lengths[todo], s, t, alpha, space)
-            dec, miss, dist = (np.stack([c[k] for c in block]) for k in range(3))  # (T, n, ...), (T, n), (T, n)
+            dec, miss, dist, holds = (np.stack([c[k] for c in block]) for k in range(4))  # (C, n, ...), (C, n) x 2
             settled = (miss == 0).any(axis=0)
-            out[todo[settled]] = pick_candidates(dec[:, settled], miss[:, settled], dist[:, settled], len(block))
+            for got, of in ((out, dec), (out_holds, holds)):
+                got[todo[settled]] = pick_candidates(of[:, settled], miss[:, settled], dist[:, settled], len(block))
             least = miss.min(axis=0)  # the rest keep the first that misses least, over every alpha so far
             better = ~settled & (least < best[todo])
-            out[todo[better]] = dec[np.argmin(miss, axis=0), np.arange(len(todo))][better]
+            for got, of in ((out, dec), (out_holds, holds)):
+                got[todo[better]] = of[np.argmin(miss, axis=0), np.arange(len(todo))][better]
             best[todo[better]] = least[better]
             todo = todo[~settled]
-        return out
+        return out, out_holds
 
     def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
-                          space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate for every window, alphas (ascending) outside, then paths, then thresholds (the
-        checkpoint's first) inside: decoded (C, N, W, 2, 2, P), miss (C, N) and texture distance (C, N) (what
-        tune_transfer sweeps)."""
+        checkpoint's first) inside: decoded (C, N, W, 2, 2, P), miss (C, N), texture distance (C, N) and holds
+        (C, N, 2, P) (what tune_transfer sweeps)."""
         cands = [c for a in alphas for c in self.candidates(mu, lengths, source, target, a, space)]
-        return tuple(np.stack([c[k] for c in cands]) for k in range(3))
+        return tuple(np.stack([c[k] for c in cands]) for k in range(4))
 
     def path_vectors(self, mu: torch.Tensor, source: int, target: int, paths: tuple[str, ...]) -> list[torch.Tensor]:
         """Per path of ``paths`` (:data:`~midistyle.config.SEARCH_PATHS`), the move d (N, Z) of each latent
@@ -447,29 +472,31 @@ class StyleTransfer:
         return out
 
     def candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
-                   space: SearchSpace) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                   space: SearchSpace) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """The candidates of one alpha, one per path and threshold of ``space`` (paths outside, the checkpoint's
         threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
         window's length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
         classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its density
         and polyphony lie inside the target's training band (else + the distance outside it, in band widths);
-        and its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`)."""
+        its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`); and its
+        holds (N, 2, P) (:meth:`decode_windows`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
         thresholds = space.thresholds(self.threshold)
-        decoded = [dec for d in self.path_vectors(mu, source, target, space.paths)
-                   for dec in self.decode_at(mu + alpha * d, thresholds)]
+        decoded = [(dec, holds) for d in self.path_vectors(mu, source, target, space.paths)
+                   for rolls, holds in [self.decode_windows(mu + alpha * d, thresholds)] for dec in rolls]
         out = []
-        for dec in decoded:
+        for dec, holds in decoded:
             dec &= inside
             if len(dec) == 0:
-                out.append((dec, np.zeros(0), np.zeros(0)))
+                out.append((dec, np.zeros(0), np.zeros(0), holds))
                 continue
             off = off_target(self.style_probs(self.encode_arrays(dec, lengths)), target, space.min_probability)
             features = ms.window_features(dec, lengths, self.spec.steps_per_beat)
-            out.append((dec, off + texture_miss(features, bounds), space.texture_distance(features, self.styles[target])))
+            out.append((dec, off + texture_miss(features, bounds),
+                        space.texture_distance(features, self.styles[target]), holds))
         return out
 
     def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
@@ -506,11 +533,26 @@ class StyleTransfer:
         spec = self.spec
         bar_steps = spec.bar_steps
         n_windows = -(-bars // spec.bars_per_window)
-        decoded = self.decode(self.sample_latents(style, n_windows, seed, smoothness).to(self.device))
+        rolls, holds = self.decode_windows(self.sample_latents(style, n_windows, seed, smoothness).to(self.device),
+                                           [self.threshold])
         W = spec.bars_per_window * bar_steps
         total = bars * bar_steps
-        roll = stitch_windows([(i * W, W, decoded[i]) for i in range(n_windows)], total)
+        roll = stitch_windows([(i * W, W, rolls[0][i]) for i in range(n_windows)], total)
+        roll = tie_windows(roll, [i * W for i in range(n_windows)], holds)
         return roll, Timing([(0, float(tempo))], [(0, spec.max_beats_per_bar, 4)])
+
+
+def tie_windows(roll: np.ndarray, starts: list[int], holds) -> np.ndarray:
+    """A piece stitched from windows decoded one by one (T, 2, 2, P), where window ``i`` starts at step
+    ``starts[i]`` with holds ``holds[i]`` (2, P) (:meth:`StyleTransfer.decode_windows`) -> the same roll with
+    each note that sounds on both sides of a window's start, and that the later window holds, tied over it (its
+    onset there cleared): the rule the decoder applies inside a window, where it knows the frame before.
+    Without it every note sounding across a window boundary is struck again (issue 9's "stuttering repeats")."""
+    for start, hold in zip(starts, holds):
+        if 0 < start < len(roll):
+            tied = roll[start, :, SOUNDING] & roll[start - 1, :, SOUNDING] & np.asarray(hold, bool)
+            roll[start, :, ONSET] &= ~tied
+    return roll
 
 
 def off_target(probs: np.ndarray, target: int, min_probability: float) -> np.ndarray:

@@ -127,28 +127,32 @@ def moved_latents(model: StyleTransfer, mu: torch.Tensor, method: str, source: i
 
 
 def sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, method: str, source: int, target: int,
-          grid: list, base: TransferSettings) -> np.ndarray:
-    """Decoded windows (G, N, W, 2, 2, P) of every grid value, cleared past each window's length (one decoding batch)."""
+          grid: list, base: TransferSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded windows (G, N, W, 2, 2, P) of every grid value, cleared past each window's length, and their holds
+    (G, N, 2, P) (:meth:`StyleTransfer.decode_windows`; one decoding batch)."""
     if method == "attribute_search":
         return search_sweep(model, windows, mu, source, target, grid, base.search)
     z = torch.cat(moved_latents(model, mu, method, source, target, grid, base))
-    decoded = model.decode(z).reshape(len(grid), len(mu), *windows.rolls.shape[1:])
-    return mask_lengths(decoded, windows.length[None])
+    rolls, holds = model.decode_windows(z, [model.threshold])
+    decoded = rolls[0].reshape(len(grid), len(mu), *windows.rolls.shape[1:])
+    return mask_lengths(decoded, windows.length[None]), holds.reshape(len(grid), len(mu), *holds.shape[1:])
 
 
 def search_sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, source: int, target: int,
-                 grid: list, space: SearchSpace) -> np.ndarray:
-    """attribute_search at every cap of ``grid`` (G, N, W, 2, 2, P): the candidates of every alpha are decoded
-    once; under cap ``grid[g]`` a window keeps :func:`~midistyle.transfer.pick_candidates`'s choice among the
-    candidates of the alphas up to it (what :meth:`StyleTransfer.search` picks)."""
+                 grid: list, space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+    """attribute_search at every cap of ``grid``, windows (G, N, W, 2, 2, P) and their holds (G, N, 2, P): the
+    candidates of every alpha are decoded once; under cap ``grid[g]`` a window keeps
+    :func:`~midistyle.transfer.pick_candidates`'s choice among the candidates of the alphas up to it (what
+    :meth:`StyleTransfer.search` picks)."""
     alphas = sorted({float(a) for a in grid} | set(space.alphas(max(grid))))
     per_alpha = space.per_alpha(model.threshold)
-    decoded, miss, distance = model.search_candidates(mu, windows.length, source, target, alphas, space)
-    out = []
+    decoded, miss, distance, holds = model.search_candidates(mu, windows.length, source, target, alphas, space)
+    out: tuple[list, list] = ([], [])
     for cap in grid:
         k = (alphas.index(float(cap)) + 1) * per_alpha  # the candidates of alphas up to the cap
-        out.append(pick_candidates(decoded[:k], miss[:k], distance[:k], per_alpha))
-    return np.stack(out)
+        for got, of in zip(out, (decoded, holds)):
+            got.append(pick_candidates(of[:k], miss[:k], distance[:k], per_alpha))
+    return np.stack(out[0]), np.stack(out[1])
 
 
 def selection_scores(model: StyleTransfer, decoded: np.ndarray, lengths: np.ndarray, target: int,
@@ -222,23 +226,25 @@ def _tune_source(model: StyleTransfer, source: str, files: list[str], tp, base: 
         direction = Direction(source, target).key
         for method in tp.methods:
             grid = grid_of(method, tp)
-            decoded = (sweep(model, windows, mu, method, s, t, grid, base) if mu is not None
-                       else np.zeros((len(grid), *windows.rolls.shape), bool))
+            decoded, holds = (sweep(model, windows, mu, method, s, t, grid, base) if mu is not None else
+                              (np.zeros((len(grid), *windows.rolls.shape), bool),
+                               np.zeros((len(grid), 0, 2, windows.rolls.shape[-1]), bool)))
             scores = selection_scores(model, decoded, windows.length, t, bounds[target])
             pick = choose(scores["score"], tp.target_strength)
             chosen[method][direction] = grid[pick]
             selection[method][direction] = {KNOBS[method]: grid, **scores, "chosen": grid[pick],
                                             "reached_target": scores["score"][pick] >= tp.target_strength,
                                             "windows": int(len(windows.rolls))}
-            write_sweep(tmp / method / f"{direction}.npz", windows, decoded, grid)
+            write_sweep(tmp / method / f"{direction}.npz", windows, decoded, holds, grid)
             log.info("%s %s: %s = %g (val score %.3f)", method, direction, KNOBS[method], grid[pick],
                      scores["score"][pick])
 
 
-def write_sweep(path: Path, windows: SourceWindows, decoded: np.ndarray, grid: list) -> None:
-    """One direction and method's decoded windows of every grid value, with where they sit in which piece."""
+def write_sweep(path: Path, windows: SourceWindows, decoded: np.ndarray, holds: np.ndarray, grid: list) -> None:
+    """One direction and method's decoded windows of every grid value and their holds, with where they sit in
+    which piece."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, decoded=decoded, values=np.asarray(grid, float), files=np.asarray(windows.files, str),
+    np.savez_compressed(path, decoded=decoded, holds=holds, values=np.asarray(grid, float), files=np.asarray(windows.files, str),
                         piece=windows.piece, start=windows.start, length=windows.length)
 
 

@@ -1,0 +1,70 @@
+"""Re-struck held notes in the transfer stage's outputs and in their sources: the stutter of issue 9.
+
+A re-strike is an onset on a key that also sounded the step before (the same
+hand and pitch): a held note struck again. Pieces are decoded window by window,
+so the count is split by where it happens: at a window's first step (where the
+decoder cannot see what sounded before; :func:`midistyle.transfer.tie_windows`
+ties such notes where the later window holds them) and elsewhere. Rates are per
+100 cells that go on sounding from the step before. Reads what `dvc repro`
+wrote (data/transfers and their sources in data/raw).
+
+    python benchmarks/restrikes.py [--json benchmarks/results/restrikes.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from midistyle import layout
+from midistyle.model import load_vae, vae_spec
+from midistyle.roll import ONSET, SOUNDING, read_piece
+from midistyle.transfer import piece_windows, read_manifest
+
+
+def restrikes(roll: np.ndarray, window_starts: list[int]) -> np.ndarray:
+    """(2 places: window start, elsewhere) x (re-strikes, cells sounding on from the step before)."""
+    sounding = roll[:, :, SOUNDING]
+    going_on = sounding & np.concatenate([np.zeros_like(sounding[:1]), sounding[:-1]])
+    again = going_on & roll[:, :, ONSET]
+    at_start = np.zeros(len(roll), bool)
+    at_start[[s for s in window_starts if 0 < s < len(roll)]] = True
+    return np.array([[again[m].sum(), going_on[m].sum()] for m in (at_start, ~at_start)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default="benchmarks/results/restrikes.json")
+    args = ap.parse_args()
+    spec = vae_spec(load_vae(layout.VAE)[1])
+    totals: dict[str, np.ndarray] = {}
+    seen = set()
+    for row in read_manifest(layout.TRANSFERS / "manifest.csv"):
+        if row["status"] != "ok":
+            continue
+        source = read_piece(layout.RAW / row["source_file"], spec)
+        starts = [w.start for w in piece_windows(source, spec)]
+        keys = [(f"{row['method']}: {row['source_style']} -> {row['target_style']}",
+                 read_piece(layout.TRANSFERS / row["output_file"], spec))]
+        if row["source_file"] not in seen:  # each source once
+            seen.add(row["source_file"])
+            keys.append((f"source: {row['source_style']}", source))
+        for key, piece in keys:
+            totals[key] = totals.get(key, 0) + restrikes(piece.roll, starts)
+    rows = []
+    for key in sorted(totals):
+        (a0, n0), (a1, n1) = totals[key].tolist()
+        rows.append({"pieces": key, "window_start_per_100": 100 * a0 / max(n0, 1),
+                     "elsewhere_per_100": 100 * a1 / max(n1, 1),
+                     "window_start_restrikes": int(a0), "elsewhere_restrikes": int(a1)})
+        print(f"{key:45s} window start {rows[-1]['window_start_per_100']:5.1f}  elsewhere "
+              f"{rows[-1]['elsewhere_per_100']:5.1f}  (re-strikes {int(a0)} / {int(a1)})")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"split": "test", "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
