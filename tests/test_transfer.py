@@ -274,14 +274,14 @@ def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_free_dec
     calls = []
     probabilities = model.vae.probabilities
     monkeypatch.setattr(model.vae, "probabilities", lambda *a, **k: calls.append(1) or probabilities(*a, **k))
-    got = model.decode_at(z, thresholds)
+    got, holds = model.decode_windows(z, thresholds)
     assert len(calls) == 3  # once per batch, not per threshold
     for th, dec in zip(thresholds, got):
         assert dec.dtype == bool and dec.any() and np.array_equal(dec, generated(model.vae, th))
-    assert np.array_equal(model.decode(z), generated(model.vae, model.threshold))
-    assert [d.shape for d in model.decode_at(z[:0], thresholds)] == [(0, W, 2, 2, model.spec.n_pitches)] * 5
+    empty, no_holds = model.decode_windows(z[:0], thresholds)
+    assert [d.shape for d in empty] == [(0, W, 2, 2, model.spec.n_pitches)] * 5
+    assert no_holds.shape == (0, 2, model.spec.n_pitches)
     # holds: the first frame's cells whose P(onset | sounding) does not pass the onset threshold
-    _, holds = model.decode_windows(z, thresholds)
     assert np.array_equal(holds, (model.vae.probabilities(z, W)[1][:, 0] <= model.vae.onset_threshold).numpy())
     assert holds.any() and not holds.all()
     # an autoregressive decoder's probabilities depend on its own frames: it decodes once per threshold
@@ -399,7 +399,7 @@ def test_attribute_search_tries_every_path_at_every_alpha(model, project):
     thresholds = both.thresholds(model.threshold)
     inside = np.arange(model.spec.window_steps)[:, None, None, None] < lengths[:, None, None, None, None]
     for p, d in enumerate((shift, moved)):  # paths outside, thresholds inside
-        for i, dec in enumerate(model.decode_at(mu + d, thresholds)):
+        for i, dec in enumerate(model.decode_windows(mu + d, thresholds)[0]):
             assert np.array_equal(decoded[p * len(thresholds) + i], dec & inside)
     job = Job("attribute_search", s, t, transfer_settings(alpha=1.0, search=both))
     assert np.array_equal(model.search(mu, lengths, job)[0], pick_candidates(decoded, miss, distance, 6))
@@ -426,6 +426,10 @@ def test_notes_held_over_a_window_start_are_tied_where_the_later_window_holds_th
     assert len(roll_to_notes(roll)) == 5  # untied: pitch 0 struck again at step 4
     assert np.array_equal(tie_windows(roll.copy(), [0, 4], np.zeros_like(holds)), roll)  # nothing held
     assert np.array_equal(tie_windows(roll.copy(), [0], holds[:1]), roll)  # the piece's first step is no boundary
+    from midistyle.transfer import stitch_tied
+    parts = [(0, 4, roll[:4]), (4, 4, roll[4:])]
+    assert np.array_equal(stitch_tied(parts, holds, 10, P)[:8], tied) and not stitch_tied(parts, holds, 10, P)[8:].any()
+    assert stitch_tied([], [], 6, P).shape == (6, 2, 2, P) and not stitch_tied([], [], 6, P).any()
 
 
 def test_transferred_pieces_tie_notes_over_window_starts_as_the_decoder_holds_them(model, project):

@@ -213,7 +213,7 @@ TRANSFER_METHODS = ("attribute_vector", "classifier_guided", "attribute_search")
 MAX_STRENGTH = 4.0  # the CLI's --strength: at most 4 times the strength chosen on validation pieces
 MAX_ALPHA = 10.0  # attribute vector: alphas of the grid
 MAX_GUIDED_STEPS = 1000  # classifier-guided: steps of the grid, and what the CLI's --strength/--steps may ask for
-SEARCH_PATHS = ("mean_shift", "transport")  # attribute_search's latent paths (midistyle.transfer.StyleTransfer.paths)
+SEARCH_PATHS = ("mean_shift", "transport")  # attribute_search's latent paths (midistyle.transfer.StyleTransfer.path_vectors)
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class TransferParams:
     # grid value whose re-encoded target share x plausible reaches target_strength, else the best one.
     alpha_grid: list[float]  # attribute vector: alphas tried, ascending
     guided_steps_grid: list[int]  # classifier-guided: step counts tried, ascending
-    search_paths: list[str]  # attribute_search: the latent paths tried at every alpha (SEARCH_PATHS), ties to the first
+    search_paths: list[str]  # attribute_search: the latent paths tried at every alpha (SEARCH_PATHS); equal picks: the first
     search_threshold_offsets: list[float]  # attribute_search: added to the checkpoint's decision threshold
     search_percentiles: list[float]  # attribute_search: the accepted band of the target's training windows' texture
     search_min_probability: float = _f(ge=0.0, lt=1.0)  # attribute_search: the latent classifier's least target probability

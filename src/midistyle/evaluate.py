@@ -64,7 +64,7 @@ from midistyle.judge import judge_probs, load_judge
 from midistyle.model import load_vae, vae_spec
 from midistyle.recon import add_counts, count_cells, reconstruct, scores
 from midistyle.report import write_report
-from midistyle.roll import RollError, RollSpec, Timing, read_piece, stitch_windows
+from midistyle.roll import RollError, RollSpec, Timing, read_piece
 from midistyle.shards import ShardIndex
 from midistyle.tracking import start_run
 from midistyle.transfer import (
@@ -75,7 +75,7 @@ from midistyle.transfer import (
     load_chosen_settings,
     read_manifest,
     select_test_pieces,
-    tie_windows,
+    stitch_tied,
 )
 from midistyle.tuning import read_sweep
 
@@ -469,14 +469,14 @@ def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listen
 def piece_content(sweep: dict, decoded: np.ndarray, holds: np.ndarray, sources: list[Heard],
                   pitch_low: int) -> tuple[float, float]:
     """Mean over pieces of chroma similarity and melody F1 between each source and its windows stitched back
-    (and tied over the windows' starts, as the transfer stage writes them: :func:`~midistyle.transfer.tie_windows`)."""
+    as the transfer stage puts pieces together (:func:`~midistyle.transfer.stitch_tied`)."""
     chroma, melody = [], []
     for i, source in enumerate(sources):
         mine = np.nonzero(sweep["piece"] == i)[0]
         if not len(mine):
             continue
-        out = stitch_windows([(int(sweep["start"][j]), int(sweep["length"][j]), decoded[j]) for j in mine], len(source.roll))
-        out = tie_windows(out, [int(sweep["start"][j]) for j in mine], holds[mine])
+        out = stitch_tied([(int(sweep["start"][j]), int(sweep["length"][j]), decoded[j]) for j in mine], holds[mine],
+                          len(source.roll), source.roll.shape[-1])
         chroma.append(ms.chroma_similarity(source.roll, source.bar_starts, out, source.bar_starts, pitch_low))
         melody.append(ms.melody_f1(source.roll, out))
     return ms.nanmean(chroma), ms.nanmean(melody)

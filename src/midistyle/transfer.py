@@ -328,16 +328,6 @@ class StyleTransfer:
         return out
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, threshold: float | None = None) -> np.ndarray:
-        """Free decoding at ``threshold`` (None: the checkpoint's): z (N, Z) -> bool windows (N, W, 2, 2, P)."""
-        return self.decode_at(z, [self.threshold if threshold is None else threshold])[0]
-
-    @torch.no_grad()
-    def decode_at(self, z: torch.Tensor, thresholds: list[float]) -> list[np.ndarray]:
-        """Free decoding at each of ``thresholds``: the windows of :meth:`decode_windows` without their holds."""
-        return self.decode_windows(z, thresholds)[0]
-
-    @torch.no_grad()
     def decode_windows(self, z: torch.Tensor, thresholds: list[float]) -> tuple[list[np.ndarray], np.ndarray]:
         """Free decoding at each of ``thresholds`` (each in (0, 1)): z (N, Z) -> bool windows (N, W, 2, 2, P) per
         threshold, and the windows' holds (N, 2, P), the same at every threshold: the cells of the first frame
@@ -406,9 +396,8 @@ class StyleTransfer:
             rolls = []
             for j in range(len(jobs)):
                 mine = [j * n + lo + i for i in range(len(ws))]
-                roll = stitch_windows([(w.start, w.length, decoded[k]) for w, k in zip(ws, mine)], total) if ws else \
-                    np.zeros((total, 2, 2, self.spec.n_pitches), bool)
-                rolls.append(tie_windows(roll, [w.start for w in ws], holds[mine] if ws else []))
+                rolls.append(stitch_tied([(w.start, w.length, decoded[k]) for w, k in zip(ws, mine)],
+                                         holds[mine] if ws else [], total, self.spec.n_pitches))
             out.append(rolls)
             lo += len(ws)
         return out
@@ -537,9 +526,17 @@ class StyleTransfer:
                                            [self.threshold])
         W = spec.bars_per_window * bar_steps
         total = bars * bar_steps
-        roll = stitch_windows([(i * W, W, rolls[0][i]) for i in range(n_windows)], total)
-        roll = tie_windows(roll, [i * W for i in range(n_windows)], holds)
+        roll = stitch_tied([(i * W, W, rolls[0][i]) for i in range(n_windows)], holds, total, spec.n_pitches)
         return roll, Timing([(0, float(tempo))], [(0, spec.max_beats_per_bar, 4)])
+
+
+def stitch_tied(windows: list[tuple[int, int, np.ndarray]], holds, total_steps: int, n_pitches: int) -> np.ndarray:
+    """Windows decoded one by one, ``[(start, length, roll)]`` with their holds (each (2, P)), stitched into a
+    piece of ``total_steps`` (:func:`~midistyle.roll.stitch_windows`) and tied over their starts
+    (:func:`tie_windows`): how every decoded piece is put together (none at all: a silent piece)."""
+    if not windows:
+        return np.zeros((total_steps, 2, 2, n_pitches), bool)
+    return tie_windows(stitch_windows(windows, total_steps), [w[0] for w in windows], holds)
 
 
 def tie_windows(roll: np.ndarray, starts: list[int], holds) -> np.ndarray:
