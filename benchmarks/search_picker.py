@@ -22,9 +22,12 @@ source. Test pieces are never read.
 
     python benchmarks/search_picker.py [--offsets 0,-0.15,0.15 0,-0.15,0.15,-0.25,-0.35 ...]
                                        [--paths mean_shift transport mean_shift,transport] [--rules typical]
-                                       [--caps 2 3 8] [--json benchmarks/results/search_paths.json]
+                                       [--percentiles 5,95 10,90] [--caps 2 3 8]
+                                       [--json benchmarks/results/search_paths.json]
 
-``--paths`` defaults to the attribute vector alone (``mean_shift``), the search
+``--percentiles`` are bands of the target's training windows a candidate's
+density and polyphony must lie in to pass (transfer.search_percentiles; the
+medians the typical rule aims at stay). ``--paths`` defaults to the attribute vector alone (``mean_shift``), the search
 when the offsets table of docs/ablation.md was made.
 
 Prints a markdown table and writes benchmarks/results/search_picker.json.
@@ -40,11 +43,13 @@ import numpy as np
 
 from midistyle import layout
 from midistyle import musicstats as ms
+from midistyle.shards import ShardIndex
 from midistyle.transfer import pick_candidates
+from midistyle.tuning import split_textures
 from valsearch import ValSearch, write_table
 
 DEFAULT_OFFSETS = ("0,-0.15,0.15", "0,-0.15,0.15,-0.25", "0,-0.15,0.15,-0.25,-0.35", "0,-0.1,0.1,-0.2,0.2,-0.3")
-COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("rule", "rule", "s"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
+COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("band", "percentiles", "s"), ("rule", "rule", "s"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
            ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
            ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f"), ("density", "density", ".2f"),
            ("polyphony", "polyphony", ".2f"), ("gap closed: density", "gap_density", ".2f"),
@@ -56,6 +61,9 @@ def main() -> None:
     ap.add_argument("--offsets", nargs="+", default=list(DEFAULT_OFFSETS), help="comma-separated offset sets")
     ap.add_argument("--paths", nargs="+", default=["mean_shift"], help="comma-separated latent path sets")
     ap.add_argument("--rules", nargs="+", choices=("first", "typical"), default=["first", "typical"])
+    ap.add_argument("--percentiles", nargs="+", default=None,
+                    help="comma-separated lo,hi bands of the target's training windows a pick must lie in "
+                         "(transfer.search_percentiles; default: params.yaml's)")
     ap.add_argument("--caps", type=float, nargs="+",
                     help="alpha caps, each for every direction (default: each direction's chosen cap)")
     ap.add_argument("--json", default="benchmarks/results/search_picker.json")
@@ -67,10 +75,16 @@ def main() -> None:
     real = {style: ms.window_features(w.rolls, w.length, spb) for style, w in val.windows.items()}
     bars = list(range(0, model.spec.window_steps, model.spec.bar_steps))
     rows = []
-    settings = [(p, o, c) for p in args.paths for o in args.offsets for c in (args.caps or [None])]
-    for paths, offsets, fixed in settings:
+    bands = {",".join(f"{x:g}" for x in val.percentiles): val.space.texture_bounds}
+    index = ShardIndex.open(layout.SHARDS)
+    for band in args.percentiles or []:
+        lo, hi = (float(x) for x in band.split(","))
+        bands[band] = {s: tuple(map(tuple, b.tolist())) for s, b in split_textures(index, "train", (lo, hi))[0].items()}
+    settings = [(p, o, b, c) for p in args.paths for o in args.offsets for b in (args.percentiles or list(bands))
+                for c in (args.caps or [None])]
+    for paths, offsets, band, fixed in settings:
         space = replace(val.space, threshold_offsets=tuple(float(o) for o in offsets.split(",")),
-                        paths=tuple(paths.split(",")))
+                        paths=tuple(paths.split(",")), texture_bounds=bands[band])
         per_alpha = space.per_alpha(model.threshold)
         for source, target, s, t, win, mu in val.directions():
             cap = fixed if fixed is not None else float(caps[f"{source}_to_{target}"])
@@ -89,7 +103,7 @@ def main() -> None:
                 chroma = np.nanmean([ms.chroma_similarity(win.rolls[n][: win.length[n]], bars,
                                                           decoded[pick[n], n][: win.length[n]], bars,
                                                           model.spec.pitch_low) for n in range(N)])
-                rows.append({"paths": paths, "offsets": offsets, "rule": rule, "direction": f"{source}_to_{target}",
+                rows.append({"paths": paths, "offsets": offsets, "percentiles": band, "rule": rule, "direction": f"{source}_to_{target}",
                              "cap": cap, "plausible_strength": float((judged[at] & plaus[at]).mean()),
                              "judge_strength": float(judged[at].mean()), "plausible": float(plaus[at].mean()),
                              "melody_f1": float(melody), "chroma": float(chroma),

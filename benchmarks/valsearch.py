@@ -26,6 +26,7 @@ class ValSearch:
     judge: object
     space: SearchSpace  # params.yaml's, with the training windows' texture
     val_bounds: dict[str, np.ndarray]  # per style: the plausibility band of its real val windows
+    percentiles: tuple[float, float]  # params.yaml's transfer.search_percentiles: the band of ``space``
     windows: dict[str, SourceWindows]  # per style: the audible windows of its validation pieces
 
     @classmethod
@@ -37,6 +38,7 @@ class ValSearch:
         pieces = select_pieces(layout.RAW, layout.SPLITS, model.styles, params.transfer.val_pieces_per_style,
                                params.seed, "val")
         return cls(model, judge, search_space(index, params.transfer), style_bounds(index, "val"),
+                   tuple(params.transfer.search_percentiles),
                    {style: source_windows(model, layout.RAW, files) for style, files in pieces.items()})
 
     def directions(self):

@@ -32,7 +32,7 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
   A candidate passes when the latent
   classifier, re-encoding it, assigns it to the target with a probability of at
   least ``transfer.search_min_probability`` *and* its note density and polyphony
-  lie inside the ``transfer.search_percentiles`` band (5th-95th) of the target
+  lie inside the ``transfer.search_percentiles`` band (10th-90th) of the target
   style's **training** windows (:class:`SearchSpace`). A window keeps, at the
   smallest alpha where any of its candidates passes, the passing one whose texture
   lies nearest the target's median training window (the most typical texture
