@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from midistyle import ablation
-from midistyle.ablation import (COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID, TRANSFER_COLUMNS,
-                                experiment_rows, render, write_table)
+from midistyle.ablation import (BETA_GRID, COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID, TRANSFER_COLUMNS,
+                                experiment_rows, render, table_lines, write_table)
 
 
 def _exp(name: str, f1: float) -> dict:
@@ -27,7 +27,21 @@ def test_rows_come_from_every_experiment_of_the_json_and_missing_ones_say_so():
     default = next(line for line in text.splitlines() if line.startswith("| `abl-default`"))
     assert "| 0.800 | 0.500 | 0.700 | 1.000 | 0.900 | 300.0 | 2.0 |" in default
     wide = len(COLUMNS) + len(TRANSFER_COLUMNS)
-    assert text.count("not run") == len(COLUMNS) * (len(GRID) - 2 + len(LONG_GRID)) + wide * len(SCHEDULE_GRID)  # no baseline row: no schedule run
+    # no baseline rows: no run of the whole-pipeline grids
+    assert text.count("not run") == len(COLUMNS) * (len(GRID) - 2 + len(LONG_GRID)) + wide * (len(SCHEDULE_GRID) + len(BETA_GRID))
+
+
+def test_rows_this_clone_cannot_see_keep_their_committed_lines():
+    # experiments live in one clone's git refs: a table rebuilt elsewhere must not wipe what was measured
+    committed = render(experiment_rows([{"rev": "deadbeef", "name": "main", "data": {}, "experiments": [
+        {"revs": [_exp("abl-default", 0.8)]}, {"revs": [_exp(LONG_GRID[0][0], 0.9)]}]}]))
+    kept = table_lines(committed)
+    assert {name for _, name in kept} == {"abl-default", LONG_GRID[0][0]}  # measured rows only
+    again = render(experiment_rows([]), kept)
+    assert again == committed
+    newer = render(experiment_rows([{"rev": "deadbeef", "name": "main", "data": {}, "experiments": [
+        {"revs": [_exp("abl-default", 0.7)]}]}]), kept)
+    assert "| `abl-default` | " in newer and "| 0.700 | 0.500 |" in newer and "| 0.800 | 0.500 |" not in newer
 
 
 def test_the_schedule_table_has_the_transfer_figures_and_hand_written_sections_survive(tmp_path, monkeypatch):

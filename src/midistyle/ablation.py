@@ -59,9 +59,15 @@ SCHEDULE_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("sched-cos18", "cosine decay, 18 epochs", (ONE_THREAD, "train.lr_schedule=cosine", "train.eval_every=4",
                                                 "train.epochs=18")),
 )
+# The KL weight at the full budget, the whole pipeline: a larger beta keeps fewer bits in z but may leave a latent
+# space whose moved points decode to more natural windows (MusicVAE trains with 0.2, MIDI-VAE with 0.1).
+BETA_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("beta-005", "β 0.05", (ONE_THREAD, "train.kl_weight=0.05")),
+    ("beta-01", "β 0.1 (MIDI-VAE's)", (ONE_THREAD, "train.kl_weight=0.1")),
+)
 # name -> (rows, settings of every row, the stages to run: () for the whole pipeline)
 GRIDS = {"design": (GRID, BUDGET, ("train_vae",)), "long": (LONG_GRID, LONG_BUDGET, ("train_vae",)),
-         "schedule": (SCHEDULE_GRID, (), ())}
+         "schedule": (SCHEDULE_GRID, (), ()), "beta": (BETA_GRID, (), ())}
 TRANSFER_COLUMNS = (("search_mean", "attribute_search plausible strength"), ("search_b2r", "baroque → renaissance"),
                     ("search_r2b", "renaissance → baroque"), ("search_gap", "gap closed"))
 HAND_WRITTEN = "<!-- the sections below are written by hand; `python -m midistyle.ablation table` keeps them -->"
@@ -147,7 +153,11 @@ def transfer_values(metrics: dict) -> dict[str, float] | None:
             "search_gap": search["mean"]["gap_closed"]}
 
 
-def render(rows: dict[str, dict]) -> str:
+def render(rows: dict[str, dict], kept: dict[tuple[str, str], str] | None = None) -> str:
+    """The generated part of docs/ablation.md from ``rows`` (:func:`experiment_rows`). A row whose experiment this
+    repository does not hold (experiments live in one clone's git refs) keeps its line of ``kept``
+    (:func:`table_lines`), so a rebuild on another machine does not wipe the rows it cannot see."""
+    kept = kept or {}
     lines = [
         "# Reconstruction ablation (default profile, test windows, free decoding from z = μ)",
         "",
@@ -159,7 +169,7 @@ def render(rows: dict[str, dict]) -> str:
         "| experiment | change | " + " | ".join(title for _, title in COLUMNS) + " |",
         "|---|---|" + "---:|" * len(COLUMNS),
     ]
-    lines += table_rows(GRID, rows)
+    lines += table_rows(GRID, rows, kept=kept)
     lines += ["", BEFORE, "",
               "## Training length and transposition (full budget)",
               "",
@@ -168,7 +178,7 @@ def render(rows: dict[str, dict]) -> str:
               "",
               "| experiment | change | " + " | ".join(title for _, title in COLUMNS) + " |",
               "|---|---|" + "---:|" * len(COLUMNS)]
-    lines += table_rows(LONG_GRID, rows)
+    lines += table_rows(LONG_GRID, rows, kept=kept)
     columns = COLUMNS + TRANSFER_COLUMNS
     lines += ["",
               "## Learning-rate schedule (full budget, the whole pipeline)",
@@ -181,18 +191,41 @@ def render(rows: dict[str, dict]) -> str:
               "",
               "| experiment | change | " + " | ".join(title for _, title in columns) + " |",
               "|---|---|" + "---:|" * len(columns)]
-    base = rows.get(SCHEDULE_GRID[0][0], {}).get("baseline")
-    reference = (("baseline", f"the commit the rows were run from ({base[:7]}): constant rate, 24 epochs", ()),) \
-        if base else ()
-    lines += table_rows((*reference, *SCHEDULE_GRID), {**rows, "baseline": rows.get(f"@{base}", {})}, columns)
+    lines += pipeline_rows(SCHEDULE_GRID, rows, "baseline", "constant rate, 24 epochs", columns, kept)
+    lines += ["",
+              "## KL weight (full budget, the whole pipeline)",
+              "",
+              "Rebuild: `python -m midistyle.ablation run --grid beta` (as the schedule grid: every stage of each row "
+              "runs, one thread each, two at a time; `β baseline` is the commit the rows were run from, β 0.02). "
+              "The same columns as the schedule table.",
+              "",
+              "| experiment | change | " + " | ".join(title for _, title in columns) + " |",
+              "|---|---|" + "---:|" * len(columns)]
+    lines += pipeline_rows(BETA_GRID, rows, "β baseline", "β 0.02", columns, kept)
     return "\n".join(lines) + "\n"
 
 
-def table_rows(grid, rows: dict[str, dict], columns=COLUMNS) -> list[str]:
+def pipeline_rows(grid, rows: dict[str, dict], reference: str, what: str, columns, kept) -> list[str]:
+    """A whole-pipeline grid's rows, after a ``reference`` row: the commit its experiments were run from."""
+    base = rows.get(grid[0][0], {}).get("baseline")
+    title = "\t".join(t for _, t in columns)
+    if base:
+        ref = ((reference, f"the commit the rows were run from ({base[:7]}): {what}", ()),)
+    else:  # no row of the grid here: the reference row as it was, if there was one
+        ref = ((reference, "", ()),) if (title, reference) in (kept or {}) else ()
+    return table_rows((*ref, *grid), {**rows, reference: rows.get(f"@{base}", {})}, columns, kept)
+
+
+def table_rows(grid, rows: dict[str, dict], columns=COLUMNS, kept: dict[tuple[str, str], str] | None = None
+               ) -> list[str]:
     out = []
+    title = "\t".join(t for _, t in columns)
     for name, change, _ in grid:
         metrics = rows.get(name, {}).get("metrics", {})
         values = row_values(metrics)
+        if values is None and (title, name) in (kept or {}):
+            out.append(kept[(title, name)])
+            continue
         if values is not None and columns != COLUMNS:
             values = {**values, **(transfer_values(metrics) or {})}
         cells = [f"{values[key]:.{1 if key in ONE_DECIMAL else 3}f}" if key in values else "not run"
@@ -201,11 +234,25 @@ def table_rows(grid, rows: dict[str, dict], columns=COLUMNS) -> list[str]:
     return out
 
 
+def table_lines(text: str) -> dict[tuple[str, str], str]:
+    """The measured rows of the generated tables in ``text``: (the table's column titles joined by tabs,
+    experiment name) -> the row's line (rows reading "not run" left out)."""
+    out: dict[tuple[str, str], str] = {}
+    header = ""
+    for line in text.split(HAND_WRITTEN, 1)[0].splitlines():
+        if line.startswith("| experiment | change | "):
+            header = "\t".join(c.strip() for c in line.strip().strip("|").split("|")[2:])
+        elif line.startswith("| `") and header and "not run" not in line:
+            out[(header, line.split("`")[1])] = line
+    return out
+
+
 def write_table(path: Path = TABLE) -> str:
-    """Rewrite the generated tables of ``path``; what follows its HAND_WRITTEN line stays as it is."""
+    """Rewrite the generated tables of ``path``; what follows its HAND_WRITTEN line stays as it is, and so does
+    every row whose experiment this clone does not hold (:func:`render`)."""
     rows = experiment_rows(json.loads(dvc("exp", "show", "--all-commits", "--json", capture=True) or "[]"))
-    text = render(rows)
     old = path.read_text() if path.exists() else ""
+    text = render(rows, table_lines(old))
     if HAND_WRITTEN in old:
         text += "\n" + HAND_WRITTEN + old.split(HAND_WRITTEN, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
