@@ -166,43 +166,38 @@ def render(rows: dict[str, dict], kept: dict[tuple[str, str], str] | None = None
         "Every run is also an MLflow run named after its experiment (`scripts/mlflow-ui`).",
         "Goals (issue 9): F1 ≥ 0.75, onset F1 ≥ 0.6, own − other z F1 ≥ 0.3, density and polyphony ratios in 0.8–1.2.",
         "",
-        "| experiment | change | " + " | ".join(title for _, title in COLUMNS) + " |",
-        "|---|---|" + "---:|" * len(COLUMNS),
+        *table_head(COLUMNS),
     ]
     lines += table_rows(GRID, rows, kept=kept)
-    lines += ["", BEFORE, "",
-              "## Training length and transposition (full budget)",
-              "",
-              "Rebuild: `python -m midistyle.ablation run --grid long` (params.yaml as committed, one change per "
-              "row; `long-default` is the committed run, restored from DVC's run cache).",
-              "",
-              "| experiment | change | " + " | ".join(title for _, title in COLUMNS) + " |",
-              "|---|---|" + "---:|" * len(COLUMNS)]
+    lines += ["", BEFORE]
+    lines += section("Training length and transposition (full budget)",
+                     "Rebuild: `python -m midistyle.ablation run --grid long` (params.yaml as committed, one change per "
+                     "row; `long-default` is the committed run, restored from DVC's run cache).", COLUMNS)
     lines += table_rows(LONG_GRID, rows, kept=kept)
     columns = COLUMNS + TRANSFER_COLUMNS
-    lines += ["",
-              "## Learning-rate schedule (full budget, the whole pipeline)",
-              "",
-              "Rebuild: `python -m midistyle.ablation run --grid schedule` (every stage of each row runs, transfers "
-              "included; `baseline` is the commit the rows were run from, with the constant rate of params.yaml). "
-              "Transfer columns: attribute_search on the test pieces, plausible strength (mean and by direction) "
-              "and the style statistics' gap closed. Training minutes: the rows trained on one thread each, two at a "
-              "time; the baseline on two threads alone.",
-              "",
-              "| experiment | change | " + " | ".join(title for _, title in columns) + " |",
-              "|---|---|" + "---:|" * len(columns)]
+    lines += section("Learning-rate schedule (full budget, the whole pipeline)",
+                     "Rebuild: `python -m midistyle.ablation run --grid schedule` (every stage of each row runs, "
+                     "transfers included; `baseline` is the commit the rows were run from, with the constant rate of "
+                     "params.yaml). Transfer columns: attribute_search on the test pieces, plausible strength (mean "
+                     "and by direction) and the style statistics' gap closed. Training minutes: the rows trained on "
+                     "one thread each, two at a time; the baseline on two threads alone.", columns)
     lines += pipeline_rows(SCHEDULE_GRID, rows, "baseline", "constant rate, 24 epochs", columns, kept)
-    lines += ["",
-              "## KL weight (full budget, the whole pipeline)",
-              "",
-              "Rebuild: `python -m midistyle.ablation run --grid beta` (as the schedule grid: every stage of each row "
-              "runs, one thread each, two at a time; `β baseline` is the commit the rows were run from, β 0.02). "
-              "The same columns as the schedule table.",
-              "",
-              "| experiment | change | " + " | ".join(title for _, title in columns) + " |",
-              "|---|---|" + "---:|" * len(columns)]
+    lines += section("KL weight (full budget, the whole pipeline)",
+                     "Rebuild: `python -m midistyle.ablation run --grid beta` (as the schedule grid: every stage of "
+                     "each row runs, one thread each, two at a time; `β baseline` is the commit the rows were run "
+                     "from, β 0.02). The same columns as the schedule table.", columns)
     lines += pipeline_rows(BETA_GRID, rows, "β baseline", "β 0.02", columns, kept)
     return "\n".join(lines) + "\n"
+
+
+def table_head(columns) -> list[str]:
+    return ["| experiment | change | " + " | ".join(title for _, title in columns) + " |",
+            "|---|---|" + "---:|" * len(columns)]
+
+
+def section(heading: str, rebuild: str, columns) -> list[str]:
+    """A generated section's lines up to its table's first row."""
+    return ["", f"## {heading}", "", rebuild, "", *table_head(columns)]
 
 
 def pipeline_rows(grid, rows: dict[str, dict], reference: str, what: str, columns, kept) -> list[str]:
