@@ -4,7 +4,9 @@ A re-strike is an onset on a key that also sounded the step before (the same
 hand and pitch): a held note struck again. Pieces are decoded window by window,
 so the count is split by where it happens: at a window's first step (where the
 decoder cannot see what sounded before; :func:`midistyle.transfer.tie_windows`
-ties such notes where the later window holds them) and elsewhere. Rates are per
+ties such notes where the later window holds them) and elsewhere, and
+elsewhere again into beat starts (where a chorale's voices repeat a note from
+chord to chord) and the steps inside a beat. Rates are per
 100 cells that go on sounding from the step before. Reads what `dvc repro`
 wrote (data/transfers and their sources in data/raw).
 
@@ -25,14 +27,19 @@ from midistyle.roll import ONSET, SOUNDING, read_piece
 from midistyle.transfer import piece_windows, read_manifest
 
 
-def restrikes(roll: np.ndarray, window_starts: list[int]) -> np.ndarray:
-    """(2 places: window start, elsewhere) x (re-strikes, cells sounding on from the step before)."""
+PLACES = ("window_start", "elsewhere", "beat_start", "inside_beat")  # elsewhere = beat_start + inside_beat
+
+
+def restrikes(roll: np.ndarray, window_starts: list[int], steps_per_beat: int) -> np.ndarray:
+    """(4 :data:`PLACES`) x (re-strikes, cells sounding on from the step before)."""
     sounding = roll[:, :, SOUNDING]
     going_on = sounding & np.concatenate([np.zeros_like(sounding[:1]), sounding[:-1]])
     again = going_on & roll[:, :, ONSET]
     at_start = np.zeros(len(roll), bool)
     at_start[[s for s in window_starts if 0 < s < len(roll)]] = True
-    return np.array([[again[m].sum(), going_on[m].sum()] for m in (at_start, ~at_start)])
+    on_beat = np.arange(len(roll)) % steps_per_beat == 0  # beats counted from the piece's start
+    masks = (at_start, ~at_start, ~at_start & on_beat, ~at_start & ~on_beat)
+    return np.array([[again[m].sum(), going_on[m].sum()] for m in masks])
 
 
 def main() -> None:
@@ -53,15 +60,15 @@ def main() -> None:
             seen.add(row["source_file"])
             keys.append((f"source: {row['source_style']}", source))
         for key, piece in keys:
-            totals[key] = totals.get(key, 0) + restrikes(piece.roll, starts)
+            totals[key] = totals.get(key, 0) + restrikes(piece.roll, starts, spec.steps_per_beat)
     rows = []
     for key in sorted(totals):
-        (a0, n0), (a1, n1) = totals[key].tolist()
-        rows.append({"pieces": key, "window_start_per_100": 100 * a0 / max(n0, 1),
-                     "elsewhere_per_100": 100 * a1 / max(n1, 1),
-                     "window_start_restrikes": int(a0), "elsewhere_restrikes": int(a1)})
-        print(f"{key:45s} window start {rows[-1]['window_start_per_100']:5.1f}  elsewhere "
-              f"{rows[-1]['elsewhere_per_100']:5.1f}  (re-strikes {int(a0)} / {int(a1)})")
+        row = {"pieces": key}
+        for place, (again, going_on) in zip(PLACES, totals[key].tolist()):
+            row[f"{place}_per_100"] = 100 * again / max(going_on, 1)
+            row[f"{place}_restrikes"] = int(again)
+        rows.append(row)
+        print(f"{key:45s} " + "  ".join(f"{p.replace('_', ' ')} {row[p + '_per_100']:5.1f}" for p in PLACES))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"split": "test", "rows": rows}, indent=1) + "\n")
 
