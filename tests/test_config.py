@@ -59,10 +59,11 @@ def test_bad_values_name_the_key(edit, message):
 def test_dvc_style_exponent_floats_are_numbers(tmp_path):
     text = PARAMS.read_text()
     text = re.sub(r"^seed: .*$", "seed: 0", text, count=1, flags=re.M)
-    text = re.sub(r"^(train:\n  lr:) \S+", r"\1 1e-3", text, count=1, flags=re.M)
+    text = re.sub(r"^(  lr:) \S+", r"\1 1e-3", text, count=1, flags=re.M)  # the first lr: train's
+    text = re.sub(r"^(  seed:) \S+", r"\1 0", text, count=1, flags=re.M)  # train.seed
     (tmp_path / "p.yaml").write_text(text)
     p = load_params(tmp_path / "p.yaml")
-    assert p.train.lr == pytest.approx(0.001) and p.seed == 0  # a seed of 0 is a seed
+    assert p.train.lr == pytest.approx(0.001) and p.seed == 0 and p.train.seed == 0  # a seed of 0 is a seed
 
 
 # ---------------------------------------------------------------- one source for each default

@@ -65,9 +65,16 @@ BETA_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("beta-005", "β 0.05", (ONE_THREAD, "train.kl_weight=0.05")),
     ("beta-01", "β 0.1 (MIDI-VAE's)", (ONE_THREAD, "train.kl_weight=0.1")),
 )
+# Training noise: the default trained from other initial weights and batch orders (train.seed; the data split, the
+# classifiers' seeds and every other param unchanged), the whole pipeline, so every figure's spread is measured.
+SEED_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("seed-2", "`train.seed=2`", (ONE_THREAD, "train.seed=2")),
+    ("seed-3", "`train.seed=3`", (ONE_THREAD, "train.seed=3")),
+)
 # name -> (rows, settings of every row, the stages to run: () for the whole pipeline)
 GRIDS = {"design": (GRID, BUDGET, ("train_vae",)), "long": (LONG_GRID, LONG_BUDGET, ("train_vae",)),
-         "schedule": (SCHEDULE_GRID, (), ()), "beta": (BETA_GRID, (), ())}
+         "schedule": (SCHEDULE_GRID, (), ()), "beta": (BETA_GRID, (), ()),
+         "seeds": (SEED_GRID, (), ())}
 TRANSFER_COLUMNS = (("search_mean", "attribute_search plausible strength"), ("search_b2r", "baroque → renaissance"),
                     ("search_r2b", "renaissance → baroque"), ("search_gap", "gap closed"))
 HAND_WRITTEN = "<!-- the sections below are written by hand; `python -m midistyle.ablation table` keeps them -->"
@@ -187,6 +194,12 @@ def render(rows: dict[str, dict], kept: dict[tuple[str, str], str] | None = None
                      "each row runs, one thread each, two at a time; `β baseline` is the commit the rows were run "
                      "from, β 0.02). The same columns as the schedule table.", columns)
     lines += pipeline_rows(BETA_GRID, rows, "β baseline", "β 0.02", columns, kept)
+    lines += section("Training noise (full budget, the whole pipeline)",
+                     "Rebuild: `python -m midistyle.ablation run --grid seeds` (as the schedule grid; every row is the "
+                     "default with another `train.seed`: the VAE's initial weights, noise and batch order; the data "
+                     "split and the test pieces stay; `seed baseline` is the commit the rows were run from, "
+                     "`train.seed` 1234).", columns)
+    lines += pipeline_rows(SEED_GRID, rows, "seed baseline", "train.seed 1234", columns, kept)
     return "\n".join(lines) + "\n"
 
 

@@ -156,6 +156,7 @@ MAX_TRANSPOSE = 24  # train.transpose: at most two octaves either way
 
 @dataclass(frozen=True)
 class TrainParams:
+    seed: int = _f(ge=0)  # VAE weights, noise and batch order (the data split keeps the top-level seed)
     lr: float = _f(gt=0.0, le=1.0)
     lr_schedule: str = _f(choices=("constant", "cosine"))  # cosine: lr -> min_lr over the run, step by step
     min_lr: float = _f(ge=0.0, le=1.0)  # cosine's final learning rate (at most lr)

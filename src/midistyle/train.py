@@ -23,9 +23,11 @@ dimensions (variance of mu over val > 0.01) and free-decoding precision/recall/F
 maximises that F1 (pos_weight inflates the probabilities, so 0.5 is poor). The
 checkpoint stores the chosen threshold; the other stages read it from there.
 
-Determinism and resuming: the weights are initialised from ``seed`` and every
-epoch re-seeds torch with ``seed * 1000 + epoch`` and reads the shards in the
-order of ``(seed, epoch)``, with deterministic algorithms. After every epoch the
+Determinism and resuming: the weights are initialised from ``train.seed`` and
+every epoch re-seeds torch with ``seed * 1000 + epoch`` and reads the shards in
+the order of ``(seed, epoch)``, with deterministic algorithms (the data split
+keeps the top-level ``seed``: another ``train.seed`` trains another model on the
+same windows, which is how training noise is measured). After every epoch the
 whole state goes atomically to ``models/tmp/vae-last.pt`` with a key of the
 params and the shards' hash; a new run with the same key (the stage killed,
 even by SIGKILL, and started again) resumes after the last finished epoch and
@@ -435,7 +437,7 @@ def start_state(params: Params, paths: Paths, index: ShardIndex, dist: Dist, dev
     tp = params.train
     shards_hash = index.content_hash()
     key = run_key(params, shards_hash)
-    torch.manual_seed(params.seed)  # the initial weights
+    torch.manual_seed(tp.seed)  # the initial weights
     vae = StyleVAE(VAEConfig.from_params(params.model, index.spec)).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)
     resumed = load_resumable(paths.last, key)
@@ -463,7 +465,7 @@ def start_state(params: Params, paths: Paths, index: ShardIndex, dist: Dist, dev
 def train_epoch(params: Params, state: State, index: ShardIndex, epoch: int, steps: int, dist: Dist,
                 device: torch.device, progress: bool, clock: Clock) -> dict[str, float]:
     """One epoch on every rank, each its share of the batches -> the loss terms averaged over every rank's windows."""
-    tp, seed = params.train, params.seed
+    tp, seed = params.train, params.train.seed
     t0 = time.perf_counter()
     torch.manual_seed(seed * 1000 + epoch)  # reparameterisation noise and dropout of this epoch
     state.model.train()
@@ -546,7 +548,7 @@ def checkpoint(params: Params, state: State, index: ShardIndex, epoch: int, run_
         "threshold": None if state.threshold is None else float(state.threshold),  # None before a validation
         "pos_weight": {"sounding": state.pos_weight[0], "onset": state.pos_weight[1]},
         # No RNG state is needed to resume: each epoch re-seeds from (seed, epoch).
-        "rng": {"seed": params.seed, "torch_seed_per_epoch": "seed * 1000 + epoch", "shard_order": "(seed, epoch)"},
+        "rng": {"seed": params.train.seed, "torch_seed_per_epoch": "seed * 1000 + epoch", "shard_order": "(seed, epoch)"},
         "history": state.history,
         "mlflow_run_id": run_id,
     }
