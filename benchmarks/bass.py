@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from midistyle import layout
-from midistyle.model import load_vae, vae_spec
 from midistyle.roll import SOUNDING, RollSpec, read_piece
-from midistyle.transfer import read_manifest
+from written import roll_spec, written
 
 LEFT = 1  # hand index of the left hand in a roll (T, hand, state, P)
 
@@ -40,17 +38,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default="benchmarks/results/bass.json")
     args = ap.parse_args()
-    spec = vae_spec(load_vae(layout.VAE)[1])
+    spec = roll_spec()
     groups: dict[str, list[tuple[float, float]]] = {}
-    seen: set[str] = set()
-    for row in read_manifest(layout.TRANSFERS / "manifest.csv"):
-        if row["status"] != "ok":
-            continue
+    for row, output, source, first in written():
         key = f"{row['method']}: {row['source_style']} -> {row['target_style']}"
-        groups.setdefault(key, []).append(bass(layout.TRANSFERS / row["output_file"], spec))
-        if row["source_file"] not in seen:
-            seen.add(row["source_file"])
-            groups.setdefault(f"source: {row['source_style']}", []).append(bass(layout.RAW / row["source_file"], spec))
+        groups.setdefault(key, []).append(bass(output, spec))
+        if first:
+            groups.setdefault(f"source: {row['source_style']}", []).append(bass(source, spec))
     rows = []
     for key in sorted(groups):
         left, lowest = np.mean(groups[key], axis=0)

@@ -29,18 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from midistyle import layout
 from midistyle import musicstats as ms
-from midistyle.model import load_vae, vae_spec
 from midistyle.roll import ONSET, RollSpec, read_piece
-from midistyle.transfer import read_manifest
+from written import roll_spec, written
 
 EXCERPT_BARS = 8
-
-
-def entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
 
 
 def measures(path: Path, spec: RollSpec, blocks: list[int]) -> dict[str, float]:
@@ -53,11 +46,11 @@ def measures(path: Path, spec: RollSpec, blocks: list[int]) -> dict[str, float]:
     for i in range(0, len(bars) - 1, EXCERPT_BARS):
         starts = roll[bars[i]:bars[min(i + EXCERPT_BARS, len(bars) - 1)], :, ONSET].any(axis=1)  # (steps, P)
         if starts.any():
-            excerpts.append(entropy(np.bincount(classes[np.nonzero(starts)[1]], minlength=12).astype(float)))
+            excerpts.append(ms.entropy_bits(np.bincount(classes[np.nonzero(starts)[1]], minlength=12)))
     out[f"{EXCERPT_BARS}_bars"] = float(np.mean(excerpts)) if excerpts else float("nan")
     notes = classes[np.nonzero(roll[:, :, ONSET].any(axis=1))[1]]  # pitch classes of note starts, in time order
     for n in blocks:
-        whole = [entropy(np.bincount(notes[i:i + n], minlength=12).astype(float))
+        whole = [ms.entropy_bits(np.bincount(notes[i:i + n], minlength=12))
                  for i in range(0, len(notes) - n + 1, n)]
         out[f"{n}_notes"] = float(np.mean(whole)) if whole else float("nan")
     return out
@@ -69,21 +62,16 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--json", default="benchmarks/results/pitch_class_entropy.json")
     args = ap.parse_args()
-    spec = vae_spec(load_vae(layout.VAE)[1])
+    spec = roll_spec()
     groups: dict[str, list[dict]] = {}
-    seen: set[str] = set()
-    for row in read_manifest(layout.TRANSFERS / "manifest.csv"):
-        if row["status"] != "ok" or row["method"] not in (args.method, "reconstruction"):
-            continue
+    for row, output, source, first in written((args.method, "reconstruction")):
         if row["method"] == "reconstruction":
             key = f"reconstruction: {row['source_style']}"
         else:
             key = f"{row['source_style']} -> {row['target_style']}"
-        groups.setdefault(key, []).append(measures(layout.TRANSFERS / row["output_file"], spec, args.blocks))
-        if row["source_file"] not in seen:
-            seen.add(row["source_file"])
-            groups.setdefault(f"source: {row['source_style']}", []).append(
-                measures(layout.RAW / row["source_file"], spec, args.blocks))
+        groups.setdefault(key, []).append(measures(output, spec, args.blocks))
+        if first:
+            groups.setdefault(f"source: {row['source_style']}", []).append(measures(source, spec, args.blocks))
     kinds = ["piece", f"{EXCERPT_BARS}_bars", *[f"{n}_notes" for n in args.blocks]]
     mean = {k: {m: ms.nanmean([r[m] for r in rows]) for m in kinds} for k, rows in groups.items()}
     print("| pieces | " + " | ".join(kinds) + " |")

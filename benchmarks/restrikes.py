@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from midistyle import layout
-from midistyle.model import load_vae, vae_spec
 from midistyle.roll import ONSET, SOUNDING, read_piece
-from midistyle.transfer import piece_windows, read_manifest
+from midistyle.transfer import piece_windows
+from written import roll_spec, written
 
 
 PLACES = ("window_start", "elsewhere", "beat_start", "inside_beat")  # elsewhere = beat_start + inside_beat
@@ -46,18 +45,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default="benchmarks/results/restrikes.json")
     args = ap.parse_args()
-    spec = vae_spec(load_vae(layout.VAE)[1])
+    spec = roll_spec()
     totals: dict[str, np.ndarray] = {}
-    seen = set()
-    for row in read_manifest(layout.TRANSFERS / "manifest.csv"):
-        if row["status"] != "ok":
-            continue
-        source = read_piece(layout.RAW / row["source_file"], spec)
+    for row, output, source_path, first in written():
+        source = read_piece(source_path, spec)
         starts = [w.start for w in piece_windows(source, spec)]
-        keys = [(f"{row['method']}: {row['source_style']} -> {row['target_style']}",
-                 read_piece(layout.TRANSFERS / row["output_file"], spec))]
-        if row["source_file"] not in seen:  # each source once
-            seen.add(row["source_file"])
+        keys = [(f"{row['method']}: {row['source_style']} -> {row['target_style']}", read_piece(output, spec))]
+        if first:  # each source once
             keys.append((f"source: {row['source_style']}", source))
         for key, piece in keys:
             totals[key] = totals.get(key, 0) + restrikes(piece.roll, starts, spec.steps_per_beat)

@@ -146,8 +146,6 @@ def music_stats(roll: np.ndarray, bar_starts: Sequence[int], steps_per_beat: int
     beats = -(-end // steps_per_beat)
     counts = sounding.sum(axis=1)
     pcs_hist = np.bincount(pitch_classes(roll.shape[-1], pitch_low), weights=onsets.sum(axis=0), minlength=12)
-    pc = pcs_hist / max(pcs_hist.sum(), 1)
-    nz = pc[pc > 0]
     ranges = []
     for lo, hi in bar_edges(bar_starts, len(roll)):
         rows = np.nonzero(sounding[lo:hi].any(axis=0))[0]
@@ -159,9 +157,16 @@ def music_stats(roll: np.ndarray, bar_starts: Sequence[int], steps_per_beat: int
         "note_density": float(onsets.sum() / beats),
         "polyphony": float(counts[counts > 0].mean()),
         "pitch_range": float(np.mean(ranges)) if ranges else float("nan"),
-        "pitch_class_entropy": float(-(nz * np.log2(nz)).sum()),
+        "pitch_class_entropy": entropy_bits(pcs_hist),
         "empty_beat_rate": float(1.0 - beat_any.reshape(beats, steps_per_beat).any(axis=1).mean()),
     }
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Entropy (bits) of the distribution of a histogram's ``counts`` (0 for an empty one)."""
+    p = np.asarray(counts, float) / max(float(np.sum(counts)), 1)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
 
 
 def gap_closed(source: float, transfer: float, target: float) -> float:
