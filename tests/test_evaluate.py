@@ -75,6 +75,12 @@ def test_music_stats_of_a_known_roll():
     assert all(np.isnan(v) for v in ms.music_stats(np.zeros((16, 2, 2, P), bool), [0], 4, LOW).values())
 
 
+def test_entropy_bits_of_known_histograms():
+    assert ms.entropy_bits(np.array([3, 3, 3, 3] + [0] * 8)) == pytest.approx(2.0)  # four classes equally often
+    assert ms.entropy_bits(np.array([5] + [0] * 11)) == 0.0  # one class
+    assert ms.entropy_bits(np.zeros(12)) == 0.0  # nothing counted
+
+
 def test_gap_closed():
     assert ms.gap_closed(source=2.0, transfer=4.0, target=4.0) == 1.0
     assert ms.gap_closed(2.0, 3.0, 4.0) == 0.5
