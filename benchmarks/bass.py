@@ -11,16 +11,13 @@ sounding pitch (MIDI). Groups are averaged piece by piece. Reads what
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from midistyle.roll import SOUNDING, RollSpec, read_piece
-from written import roll_spec, written
+from midistyle.roll import LEFT, SOUNDING, RollSpec, read_piece
+from written import run_per_piece
 
-LEFT = 1  # hand index of the left hand in a roll (T, hand, state, P)
 
 
 def bass(path: Path, spec: RollSpec) -> tuple[float, float]:
@@ -35,24 +32,8 @@ def bass(path: Path, spec: RollSpec) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", default="benchmarks/results/bass.json")
-    args = ap.parse_args()
-    spec = roll_spec()
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for row, output, source, first in written():
-        key = f"{row['method']}: {row['source_style']} -> {row['target_style']}"
-        groups.setdefault(key, []).append(bass(output, spec))
-        if first:
-            groups.setdefault(f"source: {row['source_style']}", []).append(bass(source, spec))
-    rows = []
-    for key in sorted(groups):
-        left, lowest = np.mean(groups[key], axis=0)
-        rows.append({"pieces": key, "bars_with_left_hand": float(left), "lowest_pitch": float(lowest),
-                     "count": len(groups[key])})
-        print(f"{key:45s} bars with a left hand {left:.3f}  lowest pitch of a bar {lowest:.1f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"split": "test", "rows": rows}, indent=1) + "\n")
+    run_per_piece(__doc__, "benchmarks/results/bass.json", bass, ("bars_with_left_hand", "lowest_pitch"),
+                  lambda r: f"bars with a left hand {r['bars_with_left_hand']:.3f}  lowest pitch of a bar {r['lowest_pitch']:.1f}")
 
 
 if __name__ == "__main__":

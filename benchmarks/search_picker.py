@@ -23,8 +23,11 @@ source. Test pieces are never read.
     python benchmarks/search_picker.py [--offsets 0,-0.15,0.15 0,-0.15,0.15,-0.25,-0.35 ...]
                                        [--paths mean_shift transport mean_shift,transport] [--rules typical]
                                        [--percentiles 5,95 10,90] [--caps 2 3 8]
+                                       [--checks note_density,polyphony note_density,polyphony,right_hand_share]
                                        [--json benchmarks/results/search_paths.json]
 
+``--checks`` are the sets of texture features (density, polyphony, right-hand
+share: ms.WINDOW_FEATURES) the search checks; the others are left open.
 ``--percentiles`` are bands of the target's training windows a candidate's
 density and polyphony must lie in to pass (transfer.search_percentiles; the
 medians the typical rule aims at stay). ``--paths`` defaults to the attribute vector alone (``mean_shift``), the search
@@ -49,11 +52,23 @@ from midistyle.tuning import split_textures
 from valsearch import ValSearch, write_table
 
 DEFAULT_OFFSETS = ("0,-0.15,0.15", "0,-0.15,0.15,-0.25", "0,-0.15,0.15,-0.25,-0.35", "0,-0.1,0.1,-0.2,0.2,-0.3")
-COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("band", "percentiles", "s"), ("rule", "rule", "s"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
-           ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
+COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("band", "percentiles", "s"), ("texture checked", "checks", "s"), ("rule", "rule", "s"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
+           ("settled", "settled", ".3f"), ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
            ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f"), ("density", "density", ".2f"),
            ("polyphony", "polyphony", ".2f"), ("gap closed: density", "gap_density", ".2f"),
            ("gap closed: polyphony", "gap_polyphony", ".2f")]
+
+
+OPEN = (-1e9, 1e9)  # a band nothing misses, so wide that its feature adds nothing to the typical pick's distance
+
+
+def open_bands(bounds: dict[str, tuple], checked: list[str]) -> dict[str, tuple]:
+    """Per style, the texture band with the features not in ``checked`` opened."""
+    unknown = set(checked) - set(ms.WINDOW_FEATURES)
+    if unknown:
+        raise SystemExit(f"--checks: unknown features {sorted(unknown)}; known: {', '.join(ms.WINDOW_FEATURES)}")
+    return {s: tuple(b if f in checked else OPEN for f, b in zip(ms.WINDOW_FEATURES, bands))
+            for s, bands in bounds.items()}
 
 
 def main() -> None:
@@ -64,6 +79,10 @@ def main() -> None:
     ap.add_argument("--percentiles", nargs="+", default=None,
                     help="comma-separated lo,hi bands of the target's training windows a pick must lie in "
                          "(transfer.search_percentiles; default: params.yaml's)")
+    ap.add_argument("--checks", nargs="+", default=None,
+                    help="comma-separated sets of the texture features (ms.WINDOW_FEATURES) a pick must have inside "
+                         "the band; the others' bands are open and do not count in the typical pick "
+                         "(default: all of them)")
     ap.add_argument("--caps", type=float, nargs="+",
                     help="alpha caps, each for every direction (default: each direction's chosen cap)")
     ap.add_argument("--json", default="benchmarks/results/search_picker.json")
@@ -80,11 +99,12 @@ def main() -> None:
     for band in args.percentiles or []:
         lo, hi = (float(x) for x in band.split(","))
         bands[band] = {s: tuple(map(tuple, b.tolist())) for s, b in split_textures(index, "train", (lo, hi))[0].items()}
-    settings = [(p, o, b, c) for p in args.paths for o in args.offsets for b in (args.percentiles or list(bands))
-                for c in (args.caps or [None])]
-    for paths, offsets, band, fixed in settings:
+    every = ",".join(ms.WINDOW_FEATURES)
+    settings = [(p, o, b, c, k) for p in args.paths for o in args.offsets for b in (args.percentiles or list(bands))
+                for c in (args.caps or [None]) for k in (args.checks or [every])]
+    for paths, offsets, band, fixed, checks in settings:
         space = replace(val.space, threshold_offsets=tuple(float(o) for o in offsets.split(",")),
-                        paths=tuple(paths.split(",")), texture_bounds=bands[band])
+                        paths=tuple(paths.split(",")), texture_bounds=open_bands(bands[band], checks.split(",")))
         per_alpha = space.per_alpha(model.threshold)
         for source, target, s, t, win, mu in val.directions():
             cap = fixed if fixed is not None else float(caps[f"{source}_to_{target}"])
@@ -103,8 +123,9 @@ def main() -> None:
                 chroma = np.nanmean([ms.chroma_similarity(win.rolls[n][: win.length[n]], bars,
                                                           decoded[pick[n], n][: win.length[n]], bars,
                                                           model.spec.pitch_low) for n in range(N)])
-                rows.append({"paths": paths, "offsets": offsets, "percentiles": band, "rule": rule, "direction": f"{source}_to_{target}",
-                             "cap": cap, "plausible_strength": float((judged[at] & plaus[at]).mean()),
+                rows.append({"paths": paths, "offsets": offsets, "percentiles": band, "checks": checks, "rule": rule, "direction": f"{source}_to_{target}",
+                             "cap": cap, "settled": float((miss == 0).any(axis=0).mean()),
+                             "plausible_strength": float((judged[at] & plaus[at]).mean()),
                              "judge_strength": float(judged[at].mean()), "plausible": float(plaus[at].mean()),
                              "melody_f1": float(melody), "chroma": float(chroma),
                              "density": float(np.nanmean(got[:, 0])),

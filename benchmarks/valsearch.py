@@ -53,12 +53,12 @@ class ValSearch:
     def judged(self, decoded: np.ndarray, lengths: np.ndarray, target: str
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates (C, N, W, 2, 2, P) of windows with ``lengths`` (N,) -> judge says target (C, N), plausible
-        (C, N), and their density and polyphony (C, N, 2)."""
+        (C, N), and their texture (C, N, F) (density, polyphony, right-hand share: ms.WINDOW_FEATURES)."""
         C, N = decoded.shape[:2]
         flat, lens = decoded.reshape(C * N, *decoded.shape[2:]), np.tile(lengths, C)
         hit = (judge_probs(self.judge, flat, lens).argmax(-1) == self.model.style_index(target)).reshape(C, N)
         feats = ms.window_features(flat, lens, self.model.spec.steps_per_beat)
-        return hit, ms.plausible(feats, self.val_bounds[target]).reshape(C, N), feats.reshape(C, N, 2)
+        return hit, ms.plausible(feats, self.val_bounds[target]).reshape(C, N), feats.reshape(C, N, -1)
 
 
 def write_table(rows: list[dict], columns: list[tuple[str, str, str]], path: str | Path) -> None:

@@ -92,25 +92,46 @@ def test_window_features_are_onsets_per_beat_and_notes_per_sounding_step():
     # a window of 16 steps (4 beats) holding 8: a 3-note chord on step 0 held 4 steps, one note at step 4
     w = roll_of([(0, 20, 0, 4), (0, 24, 0, 4), (1, 10, 0, 4), (0, 30, 4, 6)], T=16)
     f = ms.window_features(w[None], np.array([8]), steps_per_beat=4)
-    assert f.shape == (1, 2)
+    assert f.shape == (1, 3) and ms.WINDOW_FEATURES == ("note_density", "polyphony", "right_hand_share")
     assert f[0, 0] == pytest.approx(4 / 2)  # 4 onsets over the 2 beats of its length
     assert f[0, 1] == pytest.approx((4 * 3 + 2 * 1) / 6)  # 6 sounding steps
+    assert f[0, 2] == pytest.approx(3 / 4)  # 3 of its 4 notes in the right hand
     late = roll_of([(0, 20, 12, 14)], T=16)  # a note past the length is not in the window
     f = ms.window_features(np.stack([late, np.zeros_like(late)]), np.array([8, 16]), 4)
-    assert f[0, 0] == 0 and np.isnan(f[0, 1]) and np.isnan(f[1, 1])
-    assert ms.window_features(np.zeros((0, 16, 2, 2, P), bool), np.zeros(0, int), 4).shape == (0, 2)
+    assert f[0, 0] == 0 and np.isnan(f[0, 1]) and np.isnan(f[1, 1]) and np.isnan(f[0, 2]) and np.isnan(f[1, 2])
+    assert ms.window_features(np.zeros((0, 16, 2, 2, P), bool), np.zeros(0, int), 4).shape == (0, 3)
+
+
+def test_right_hand_share_counts_notes_held_into_the_window_and_sees_a_melody_gone_left():
+    held = roll_of([(1, 10, 0, 8), (1, 14, 0, 8), (0, 30, 2, 4)], T=8)
+    held[0, :, ONSET] = False  # both left-hand notes were struck before the window: held in, still notes of it
+    f = ms.window_features(held[None], np.array([8]), 4)
+    assert f[0, 0] == pytest.approx(1 / 2)  # one onset in 2 beats
+    assert f[0, 2] == pytest.approx(1 / 3)  # one right-hand note of three
+    # a chorale-like window and the same notes all in the left hand: equal density and polyphony, only the share differs
+    chords = [(h, p, s, s + 4) for s in (0, 4, 8, 12) for h, p in ((0, 40), (0, 35), (1, 28), (1, 20))]
+    both = roll_of(chords, T=16)
+    left = roll_of([(1, p, s, e) for _, p, s, e in chords], T=16)
+    fb, fl = ms.window_features(np.stack([both, left]), np.array([16, 16]), 4)
+    np.testing.assert_allclose(fb[:2], fl[:2])
+    assert fb[2] == pytest.approx(0.5) and fl[2] == 0.0
+    bounds = np.array([[0.5, 8.0], [1.0, 6.0], [0.25, 0.75]])
+    assert ms.plausible(np.stack([fb, fl]), bounds).tolist() == [True, False]
 
 
 def test_plausible_bounds_are_the_5th_to_95th_percentiles_inclusive():
-    real = np.stack([np.arange(101, dtype=float), 10 + np.arange(101, dtype=float) / 10], axis=1)  # 0..100, 10..20
+    ramp = np.arange(101, dtype=float)
+    real = np.stack([ramp, 10 + ramp / 10, ramp / 100], axis=1)  # 0..100, 10..20, 0..1
     bounds = ms.plausible_bounds(real)
-    np.testing.assert_allclose(bounds, [[5, 95], [10.5, 19.5]])
-    out = np.array([[5, 15], [95, 19.5], [4.9, 15], [50, 19.6], [50, np.nan], [np.nan, 15]])
-    assert ms.plausible(out, bounds).tolist() == [True, True, False, False, False, False]
+    np.testing.assert_allclose(bounds, [[5, 95], [10.5, 19.5], [0.05, 0.95]])
+    out = np.array([[5, 15, .5], [95, 19.5, .5], [4.9, 15, .5], [50, 19.6, .5], [50, np.nan, .5], [np.nan, 15, .5],
+                    [50, 15, 0.0], [50, 15, np.nan]])
+    assert ms.plausible(out, bounds).tolist() == [True, True, False, False, False, False, False, False]
     # clutter: ten times the density of anything real
-    assert not ms.plausible(np.array([[1000.0, 15.0]]), bounds).any()
-    assert np.isnan(ms.plausible_bounds(np.full((3, 2), np.nan))).all()
-    assert not ms.plausible(np.array([[5.0, 15.0]]), ms.plausible_bounds(np.zeros((0, 2)))).any()
+    assert not ms.plausible(np.array([[1000.0, 15.0, 0.5]]), bounds).any()
+    assert np.isnan(ms.plausible_bounds(np.full((3, 3), np.nan))).all()
+    assert ms.plausible_bounds(np.zeros((0, 3))).shape == (3, 2)
+    assert not ms.plausible(np.array([[5.0, 15.0, 0.5]]), ms.plausible_bounds(np.zeros((0, 3)))).any()
 
 
 def test_top_line_is_the_highest_right_hand_pitch_at_its_onset_steps():
@@ -254,6 +275,32 @@ def test_report_audio_is_short_playable_wav(project):
         with wave.open(str(path)) as w:
             assert w.getnchannels() == 1 and w.getsampwidth() == 2
             assert w.getnframes() / w.getframerate() <= project.params.evaluate.audio_seconds + 1.0
+
+
+def test_report_excerpt_starts_at_the_bar_where_the_piece_first_sounds():
+    from midistyle.report import excerpt_start, seconds_to_steps, steps_to_seconds
+    from midistyle.roll import Timing
+
+    roll = roll_of([(0, 20, 37, 40)], T=64)  # a rest of two bars and a bit (16-step bars), then one note
+    assert excerpt_start(roll, [0, 16, 32, 48]) == 32
+    assert excerpt_start(roll_of([(1, 5, 0, 2)], T=64), [0, 16, 32, 48]) == 0
+    assert excerpt_start(np.zeros((0, 2, 2, P), bool), [0]) == 0 and excerpt_start(np.zeros((8, 2, 2, P), bool), [0]) == 0
+    timing = Timing(tempos=[(0, 120.0), (32, 60.0)])  # 4 steps per beat: 1/8 s a step, then 1/4 s
+    assert steps_to_seconds(timing, 32, 4) == pytest.approx(4.0)
+    assert steps_to_seconds(timing, 40, 4) == pytest.approx(6.0)
+    for step in (0, 10, 32, 41, 100):
+        assert seconds_to_steps(timing, steps_to_seconds(timing, step, 4), 4) == step
+
+
+def test_clip_midi_keeps_seconds_from_a_start_moved_to_zero():
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0)
+    inst.notes = [pretty_midi.Note(80, 60, 0.0, 1.0), pretty_midi.Note(80, 62, 9.0, 11.0),
+                  pretty_midi.Note(80, 64, 12.0, 13.0), pretty_midi.Note(80, 65, 19.0, 25.0)]
+    pm.instruments.append(inst)
+    clip = audio.clip_midi(pm, 10.0, start=10.0)  # 10 s .. 20 s
+    assert [(n.pitch, n.start, n.end) for n in clip.instruments[0].notes] == [(62, 0.0, 1.0), (64, 2.0, 3.0),
+                                                                              (65, 9.0, 10.0)]
 
 
 def test_report_without_audio(project, tmp_path):

@@ -243,7 +243,7 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 
 # ---------------------------------------------------------------- attribute_search
-def _space(model, bounds=((0.0, 100.0), (0.0, 100.0)), min_probability=0.5, medians=(2.0, 2.0),
+def _space(model, bounds=((0.0, 100.0), (0.0, 100.0), (0.0, 100.0)), min_probability=0.5, medians=(2.0, 2.0, 2.0),
            paths=("mean_shift",)):
     return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), {s: bounds for s in model.styles},
                        min_probability, {s: medians for s in model.styles})
@@ -333,7 +333,7 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
     assert np.array_equal(searched, pick_candidates(decoded, miss, distance, 3))  # the search is the one rule
     assert np.array_equal(searched_holds, pick_candidates(holds, miss, distance, 3))  # each window's own holds
     feats = window_features(decoded.reshape(-1, *decoded.shape[2:]), np.tile(lengths, len(decoded)),
-                            model.spec.steps_per_beat).reshape(*miss.shape, 2)
+                            model.spec.steps_per_beat).reshape(*miss.shape, 3)
     np.testing.assert_allclose(distance, np.nan_to_num(np.abs(feats - 2.0).sum(-1) / 100.0, nan=np.inf))
     assert (miss == 0).any()
     for n in range(len(windows)):
@@ -341,7 +341,7 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
             c = next(c for c in range(len(miss)) if np.array_equal(searched[n], decoded[c, n]) and miss[c, n] == 0)
             assert (miss[: c // 3 * 3, n] > 0).all()  # no gentler alpha passed
     # no texture can pass an empty band: each window falls back to its least-missing candidate
-    none = _space(model, ((50.0, 50.0), (50.0, 50.0)))
+    none = _space(model, ((50.0, 50.0), (50.0, 50.0), (50.0, 50.0)))
     d2, m2, _, _ = model.search_candidates(mu, lengths, s, t, none.alphas(2.0), none)
     assert (m2 > 0).all()
     got, _ = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=none)))
@@ -406,6 +406,11 @@ def test_attribute_search_tries_every_path_at_every_alpha(model, project):
     assert SearchSpace.from_json(both.to_json()) == both
     with pytest.raises(ValueError, match="search paths"):
         SearchSpace.from_json({**both.to_json(), "paths": ["sideways"]})
+    # settings written before the right-hand share joined the texture (density and polyphony only) are refused
+    old = {**both.to_json(), "texture_bounds": {s: [[0, 9], [1, 5]] for s in model.styles},
+           "texture_medians": {s: [2, 3] for s in model.styles}}
+    with pytest.raises(ValueError, match="texture of other features"):
+        SearchSpace.from_json(old)
 
 
 def test_notes_held_over_a_window_start_are_tied_where_the_later_window_holds_them():

@@ -10,8 +10,9 @@ Two renderers (``params.evaluate.audio``):
   harmonics per note), written as 16-bit mono WAV. Needs nothing installed.
 
 ``auto`` takes the soundfont when FluidSynth and a soundfont are there, else
-the synthesiser; ``none`` renders nothing. Only the first ``seconds`` of a
-piece are rendered, so a report with dozens of players stays small.
+the synthesiser; ``none`` renders nothing. Only ``seconds`` of a piece are
+rendered (from ``start``: the report's excerpt), so a report with dozens of
+players stays small.
 """
 
 from __future__ import annotations
@@ -65,14 +66,20 @@ def resolve_mode(requested: str) -> str:
     return "soundfont" if available else "synth"
 
 
-def clip_midi(pm: pretty_midi.PrettyMIDI, seconds: float) -> pretty_midi.PrettyMIDI:
-    """The first ``seconds`` of a piece: later notes dropped, notes still sounding cut off there."""
+def clip_midi(pm: pretty_midi.PrettyMIDI, seconds: float, start: float = 0.0) -> pretty_midi.PrettyMIDI:
+    """``seconds`` of a piece from ``start`` (s), moved to begin at 0: notes outside dropped, notes sounding
+    across either edge cut off there."""
+    end = start + seconds
     for inst in pm.instruments:
-        inst.notes = [n for n in inst.notes if n.start < seconds]
+        inst.notes = [n for n in inst.notes if n.start < end and n.end > start]
         for n in inst.notes:
-            n.end = min(n.end, seconds)
-        inst.control_changes = [c for c in inst.control_changes if c.time < seconds]
-        inst.pitch_bends = [b for b in inst.pitch_bends if b.time < seconds]
+            n.start, n.end = max(n.start, start) - start, min(n.end, end) - start
+        inst.control_changes = [c for c in inst.control_changes if start <= c.time < end]
+        for c in inst.control_changes:
+            c.time -= start
+        inst.pitch_bends = [b for b in inst.pitch_bends if start <= b.time < end]
+        for b in inst.pitch_bends:
+            b.time -= start
     return pm
 
 
@@ -81,14 +88,14 @@ def has_notes(pm: pretty_midi.PrettyMIDI) -> bool:
 
 
 def render(midi_path: str | Path, out_base: str | Path, mode: str, sample_rate: int = 22050,
-           seconds: float = 30.0) -> Path | None:
-    """Render the beginning of a MIDI file; returns the audio file (``out_base`` + .ogg/.wav).
+           seconds: float = 30.0, start: float = 0.0) -> Path | None:
+    """Render ``seconds`` of a MIDI file from ``start`` (s); returns the audio file (``out_base`` + .ogg/.wav).
 
     ``None`` when ``mode`` is ``none`` or the clip has no notes (nothing to hear).
     """
     if mode == "none":
         return None
-    pm = clip_midi(pretty_midi.PrettyMIDI(str(midi_path)), seconds)
+    pm = clip_midi(pretty_midi.PrettyMIDI(str(midi_path)), seconds, start)
     if not has_notes(pm):
         return None
     if mode == "soundfont":

@@ -99,7 +99,7 @@ class Heard:
     starts: np.ndarray  # (N,) first step of every audible window
     judged: np.ndarray  # (N,) the judge's style index for each
     stats: dict[str, float] = field(default_factory=dict)
-    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (N, 2) density, polyphony of each
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ms.WINDOW_FEATURES))))  # (N, F) of each (ms.WINDOW_FEATURES)
 
 
 class Listener:
@@ -127,7 +127,7 @@ class Listener:
             return Heard(path, empty, [0], Timing(), np.zeros(0, int), np.zeros(0, int),
                          ms.music_stats(empty, [0], spec.steps_per_beat, spec.pitch_low))
         kept = audible_windows(piece, spec)
-        judged, features = np.zeros(0, int), np.zeros((0, 2))
+        judged, features = np.zeros(0, int), np.zeros((0, len(ms.WINDOW_FEATURES)))
         if kept:
             rolls, lengths = np.stack([w.roll for w in kept]), np.array([w.length for w in kept])
             judged = judge_probs(self.judge, rolls, lengths).argmax(-1)
@@ -249,7 +249,9 @@ def plausibility_summary(bounds: dict[str, np.ndarray], real_ok: np.ndarray, sty
     """The bounds per style, and the share of real test windows inside them (the ceiling a system can reach)."""
     return {
         "definition": "note_density: onsets per beat of the window; polyphony: mean notes sounding on sounding steps; "
-                      "plausible: both inside the 5th-95th percentile of the real test windows of the style",
+                      "right_hand_share: the right hand's share of the window's notes (onsets, and notes held into "
+                      "its first step); plausible: all three inside the 5th-95th percentile of the real test "
+                      "windows of the style",
         "bounds": {s: {f: bounds[s][k].tolist() for k, f in enumerate(ms.WINDOW_FEATURES)} for s in styles},
         "real_test_windows_plausible_share": {s: float(real_ok[style == i].mean()) if (style == i).any() else None
                                               for i, s in enumerate(styles)},

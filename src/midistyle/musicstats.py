@@ -16,8 +16,8 @@ piece towards the target style" can be read on them, beside the judge.
 Two more measures keep clutter from passing as style:
 
 * **plausibility** of a window (:func:`window_features`, :func:`plausible`):
-  its note density and polyphony inside the 5th-95th percentile band of real
-  windows of the style it should have;
+  its note density, polyphony and the right hand's share of its notes inside
+  the 5th-95th percentile band of real windows of the style it should have;
 * **melody kept** (:func:`melody_f1`): F1 of the right hand's top line,
   ``(step, pitch)`` pairs matched exactly.
 """
@@ -189,47 +189,58 @@ def nanmean(values: Sequence[float]) -> float:
 
 
 # ---------------------------------------------------------------- plausibility of windows
-# A window is *plausible* for a style when both of its features lie inside the
+# A window is *plausible* for a style when each of its features lies inside the
 # 5th-95th percentile band of the real windows of that style:
 #   0. note density: onsets (both hands, every pitch) per beat of the window's
 #      own length (``length / steps_per_beat`` beats);
 #   1. polyphony: mean number of pitches sounding (either hand) at the window's
-#      sounding steps (``nan`` for a silent window, which is never plausible).
-WINDOW_FEATURES = ("note_density", "polyphony")
+#      sounding steps (``nan`` for a silent window, which is never plausible);
+#   2. right-hand share: the right hand's share of the window's notes, a note
+#      being an onset or a note already sounding at the window's first step.
+#      Density and polyphony count both hands together, so without it a window
+#      whose notes have all moved into the left hand (the melody gone) passes;
+#      real jazz windows give the right hand a median 0.6 of their notes.
+WINDOW_FEATURES = ("note_density", "polyphony", "right_hand_share")
 PLAUSIBLE_PERCENTILES = (5.0, 95.0)
 
 
 def window_features(rolls: np.ndarray, lengths: np.ndarray, steps_per_beat: int) -> np.ndarray:
-    """(N, 2) note density and polyphony (:data:`WINDOW_FEATURES`) of windows (N, W, 2, 2, P);
-    steps at or past each window's ``length`` are ignored."""
+    """(N, 3) note density, polyphony and right-hand share (:data:`WINDOW_FEATURES`) of windows
+    (N, W, 2, 2, P); steps at or past each window's ``length`` are ignored."""
     rolls = np.asarray(rolls, bool)
     lengths = np.asarray(lengths, int)
     if len(rolls) == 0:
-        return np.zeros((0, 2))
+        return np.zeros((0, len(WINDOW_FEATURES)))
     inside = np.arange(rolls.shape[1])[None, :] < lengths[:, None]  # (N, W)
     onsets = rolls[:, :, :, ONSET].sum(axis=(2, 3)) * inside  # (N, W) onsets per step, both hands
     counts = (rolls[:, :, :, SOUNDING] | rolls[:, :, :, ONSET]).any(axis=2).sum(axis=-1) * inside  # (N, W)
     beats = np.maximum(lengths, 1) / steps_per_beat
     sounding_steps = (counts > 0).sum(axis=1)
+    # notes per hand (N, 2): onsets inside the window, plus notes held into its first step without an onset there
+    held_in = rolls[:, 0, :, SOUNDING] & ~rolls[:, 0, :, ONSET] & (lengths > 0)[:, None, None]  # (N, 2, P)
+    notes = (rolls[:, :, :, ONSET] & inside[:, :, None, None]).sum(axis=(1, 3)) + held_in.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         polyphony = np.where(sounding_steps > 0, counts.sum(axis=1) / sounding_steps, np.nan)
-    return np.stack([onsets.sum(axis=1) / beats, polyphony], axis=1)
+        right = np.where(notes.sum(axis=1) > 0, notes[:, RIGHT] / notes.sum(axis=1), np.nan)
+    return np.stack([onsets.sum(axis=1) / beats, polyphony, right], axis=1)
 
 
 def plausible_bounds(features: np.ndarray, percentiles: tuple[float, float] = PLAUSIBLE_PERCENTILES) -> np.ndarray:
-    """(2, 2) ``[[density_lo, density_hi], [polyphony_lo, polyphony_hi]]`` of real windows' features
+    """(F, 2) ``[[lo, hi], ...]`` per feature of :data:`WINDOW_FEATURES` of real windows' features (N, F)
     (rows with a ``nan`` ignored); all ``nan`` when there are none."""
-    features = np.asarray(features, float).reshape(-1, 2)
+    F = len(WINDOW_FEATURES)
+    features = np.asarray(features, float).reshape(-1, F)
     ok = np.isfinite(features).all(axis=1)
     if not ok.any():
-        return np.full((2, 2), np.nan)
+        return np.full((F, 2), np.nan)
     return np.percentile(features[ok], percentiles, axis=0).T
 
 
 def plausible(features: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """(N,) bool: every feature inside its ``[lo, hi]`` (inclusive); a ``nan`` feature is implausible."""
-    features = np.asarray(features, float).reshape(-1, 2)
+    """(N,) bool: every feature (N, F) inside its ``[lo, hi]`` of ``bounds`` (F, 2) (inclusive); a ``nan``
+    feature is implausible."""
     bounds = np.asarray(bounds, float)
+    features = np.asarray(features, float).reshape(-1, len(bounds))
     with np.errstate(invalid="ignore"):
         return ((features >= bounds[:, 0]) & (features <= bounds[:, 1])).all(axis=1)
 

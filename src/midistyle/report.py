@@ -309,12 +309,16 @@ def plausibility_table(plaus: dict | None) -> str:
         return ""
     rows = [[esc(s), f"{num(b['note_density'][0], 2)} – {num(b['note_density'][1], 2)}",
              f"{num(b['polyphony'][0], 2)} – {num(b['polyphony'][1], 2)}",
+             (f"{num(b['right_hand_share'][0], 2)} – {num(b['right_hand_share'][1], 2)}"
+              if "right_hand_share" in b else "–"),
              num(plaus["real_test_windows_plausible_share"].get(s))] for s, b in plaus["bounds"].items()]
-    note = ('<p class="note">A window is <b>plausible</b> for a style when its note density (onsets per beat) and '
-            "polyphony (mean notes sounding together on sounding steps) both lie inside the 5th–95th percentile of "
-            "that style's real test windows. Reconstructions are held to the source's style, transfers to the "
-            "target's. Real windows reach the share in the last column.</p>")
-    return note + table(["style", "notes per beat", "notes sounding together", "real test windows plausible"], rows,
+    note = ('<p class="note">A window is <b>plausible</b> for a style when its note density (onsets per beat), '
+            "polyphony (mean notes sounding together on sounding steps) and the right hand's share of its notes all "
+            "lie inside the 5th–95th percentile of that style's real test windows (the last keeps a window whose "
+            "notes have all moved into the left hand, its melody gone, from passing). Reconstructions are held to "
+            "the source's style, transfers to the target's. Real windows reach the share in the last column.</p>")
+    return note + table(["style", "notes per beat", "notes sounding together", "right hand's share of notes",
+                         "real test windows plausible"], rows,
                         caption="plausibility bounds")
 
 
@@ -399,6 +403,26 @@ def stats_section(metrics: dict) -> str:
 
 
 # ---------------------------------------------------------------- listening
+def steps_to_seconds(timing: Timing, steps: int, steps_per_beat: int) -> float:
+    """Seconds of playing until grid step ``steps``, following the tempo map (:func:`seconds_to_steps` inverted)."""
+    tempos = timing.tempos + [(10**9, timing.tempos[-1][1])]
+    out = 0.0
+    for (step, qpm), (nxt, _) in zip(tempos[:-1], tempos[1:]):
+        if steps <= step:
+            break
+        out += (min(nxt, steps) - step) * 60.0 / (qpm * steps_per_beat)
+    return out
+
+
+def excerpt_start(roll: np.ndarray, bar_starts: list[int]) -> int:
+    """The first step of the bar in which the piece first sounds (0 for a silent piece): a report's excerpt
+    starts there, so a piece that opens with a long rest is not shown as an empty picture and a silent player."""
+    sounding = np.nonzero(roll.any(axis=(1, 2, 3)))[0] if len(roll) else []
+    if not len(sounding):
+        return 0
+    return max([b for b in bar_starts if b <= sounding[0]], default=0)
+
+
 def seconds_to_steps(timing: Timing, seconds: float, steps_per_beat: int) -> int:
     """The grid step reached after ``seconds`` of playing, following the tempo map."""
     tempos = timing.tempos + [(10**9, timing.tempos[-1][1])]
@@ -426,10 +450,11 @@ class MediaWriter:
             self.done[key] = rel
         return rel
 
-    def sound(self, midi: Path, rel_base: str) -> str | None:
+    def sound(self, midi: Path, rel_base: str, start: float = 0.0) -> str | None:
+        """The audio of ``seconds`` of ``midi`` from ``start`` (s)."""
         key = ("audio", rel_base)
         if key not in self.done:
-            out = audio.render(midi, self.root / rel_base, self.mode, self.sample_rate, self.seconds)
+            out = audio.render(midi, self.root / rel_base, self.mode, self.sample_rate, self.seconds, start)
             self.done[key] = out.relative_to(self.root).as_posix() if out else None
         return self.done[key]
 
@@ -447,7 +472,8 @@ def listening_section(root: Path, params, metrics: dict, listener, records: dict
     bar_steps = spec.bar_steps
     note = {"soundfont": "FluidSynth with a General MIDI piano (soundfont)", "synth": "a plain additive synthesiser",
             "none": "no audio (evaluate.audio: none)"}[mode]
-    out = [f'<p class="note">Audio: the first {ep.audio_seconds:g} s of each piece, rendered with {note}. '
+    out = [f'<p class="note">Audio and pictures: {ep.audio_seconds:g} s of each piece from the bar where it first sounds '
+           f"(up to {MAX_ROLL_BARS} bars in the picture), rendered with {note}. "
            "The source is played as the model reads it (quantised to the grid, two hands, piano), "
            "the original file is linked too.</p>"]
     for d in directions:
@@ -468,30 +494,34 @@ def _piece_block(root: Path, media: MediaWriter, direction: Direction, file: str
     stem = safe_name(Path(file).stem)
     base = f"media/{safe_name(src_style)}/{stem}"
     source = listener.hear(raw_dir / file)
-    limit = min(seconds_to_steps(source.timing, ep.audio_seconds, spec.steps_per_beat),
-                source.bar_starts[MAX_ROLL_BARS] if len(source.bar_starts) > MAX_ROLL_BARS else 10**9)
+    first = excerpt_start(source.roll, source.bar_starts)  # transfers keep the source's grid, bars and tempo map
+    start_s = steps_to_seconds(source.timing, first, spec.steps_per_beat)
+    bars_after = [b for b in source.bar_starts if b > first]
+    limit = min(seconds_to_steps(source.timing, start_s + ep.audio_seconds, spec.steps_per_beat),
+                bars_after[MAX_ROLL_BARS - 1] if len(bars_after) >= MAX_ROLL_BARS else 10**9)
     source_play = root / f"{base}/source-as-read.mid"
     if not source_play.exists():
         write_midi(roll_to_midi(source.roll, spec, source.timing), source_play)
     entries = [("source", recs["copy_content"], media.midi(raw_dir / file, f"{base}/original{Path(file).suffix}"),
-                media.sound(source_play, f"{base}/source"))]
+                media.sound(source_play, f"{base}/source", start_s))]
     if "reconstruction" in recs:
         p = Path(recs["reconstruction"]["output"])
         entries.append(("reconstruction", recs["reconstruction"], media.midi(p, f"{base}/reconstruction.mid"),
-                        media.sound(p, f"{base}/reconstruction")))
+                        media.sound(p, f"{base}/reconstruction", start_s)))
     target = direction.target
     for m in methods:
         p = Path(recs[m]["output"])
         name = f"{m}_to_{safe_name(target)}"
-        entries.append((m, recs[m], media.midi(p, f"{base}/{name}.mid"), media.sound(p, f"{base}/{name}")))
+        entries.append((m, recs[m], media.midi(p, f"{base}/{name}.mid"), media.sound(p, f"{base}/{name}", start_s)))
     panels = []
     for label, rec, _, _ in entries:
         roll = listener.hear(Path(rec["output"])).roll if label != "source" else source.roll
         title = "source" if label == "source" else SYSTEM_LABELS.get(label, label)
-        panels.append((f"{title}", _crop(roll, limit, spec)))
+        panels.append((f"{title}", _crop(roll, first, limit, spec)))
     img = f"img/{safe_name(direction.key)}__{stem}.png"
     draw_rolls(panels, root / img, pitch_low=spec.pitch_low, steps_per_bar=bar_steps,
-               title=f"{Path(file).name}: {direction.label}")
+               title=f"{Path(file).name}: {direction.label}"
+                     + (f" (from bar {source.bar_starts.index(first) + 1}, step {first})" if first else ""))
     rows = []
     for label, rec, midi_rel, audio_rel in entries:
         player = (f'<audio controls preload="none" src="{esc(audio_rel)}"></audio>' if audio_rel
@@ -507,10 +537,11 @@ def _piece_block(root: Path, media: MediaWriter, direction: Direction, file: str
                      "melody F1", "rhythm sim."], rows) + "</div>")
 
 
-def _crop(roll: np.ndarray, limit: int, spec: RollSpec) -> np.ndarray:
-    if len(roll) == 0:
+def _crop(roll: np.ndarray, first: int, limit: int, spec: RollSpec) -> np.ndarray:
+    """Steps ``first`` .. ``limit`` of ``roll`` (at least one step; a window of silence for an empty roll)."""
+    if len(roll) <= first:
         return np.zeros((spec.window_steps, 2, 2, spec.n_pitches), bool)
-    return roll[: max(1, min(len(roll), limit))]
+    return roll[first: max(first + 1, min(len(roll), limit))]
 
 
 # ---------------------------------------------------------------- the page
@@ -571,8 +602,8 @@ def render_page(metrics: dict, params, has_curves: bool, has_tradeoff: bool, lis
         ("targets", "At a glance", headline(metrics)
          + '<p class="note">The judge is a separate network trained on real piano rolls only. <b>Plausible '
            "strength</b> is the share of a transfer's windows that it assigns to the target style <em>and</em> whose "
-           "note density and polyphony lie inside the target's real range (5th–95th percentile), so clutter cannot "
-           "pass; strength is the judge's verdict alone. Content is compared with the source bar by bar (chroma), "
+           "note density, polyphony and right hand's share of notes lie inside the target's real range (5th–95th "
+           "percentile), so clutter, or a melody gone into the left hand, cannot pass; strength is the judge's verdict alone. Content is compared with the source bar by bar (chroma), "
            "by the right hand's top line (melody kept) and step by step (onsets).</p>"),
         ("judge", "Judge and latent classifier on real test windows", classifier_section(metrics)),
         ("reconstruction", "Reconstruction (free decoding from z = mu, test windows)", reconstruction_section(metrics)),

@@ -31,8 +31,9 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
 
   A candidate passes when the latent
   classifier, re-encoding it, assigns it to the target with a probability of at
-  least ``transfer.search_min_probability`` *and* its note density and polyphony
-  lie inside the ``transfer.search_percentiles`` band (10th-90th) of the target
+  least ``transfer.search_min_probability`` *and* its note density, polyphony
+  and right-hand share (:data:`~midistyle.musicstats.WINDOW_FEATURES`) lie
+  inside the ``transfer.search_percentiles`` band (10th-90th) of the target
   style's **training** windows (:class:`SearchSpace`). A window keeps, at the
   smallest alpha where any of its candidates passes, the passing one whose texture
   lies nearest the target's median training window (the most typical texture
@@ -110,9 +111,9 @@ class SearchSpace:
     alpha_grid: tuple[float, ...]  # transfer.alpha_grid
     paths: tuple[str, ...]  # transfer.search_paths: the latent paths tried at every alpha
     threshold_offsets: tuple[float, ...]  # transfer.search_threshold_offsets, added to the checkpoint's threshold
-    texture_bounds: dict[str, tuple]  # style -> ((density lo, hi), (polyphony lo, hi)): transfer.search_percentiles of its training windows
+    texture_bounds: dict[str, tuple]  # style -> ((lo, hi) per feature of ms.WINDOW_FEATURES): transfer.search_percentiles of its training windows
     min_probability: float  # transfer.search_min_probability: the least target probability of the latent classifier
-    texture_medians: dict[str, tuple]  # style -> (density, polyphony) medians of its training windows
+    texture_medians: dict[str, tuple]  # style -> the medians of its training windows' ms.WINDOW_FEATURES
 
     def alphas(self, cap: float) -> list[float]:
         """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
@@ -144,6 +145,9 @@ class SearchSpace:
         unknown = [p for p in paths if p not in SEARCH_PATHS]
         if unknown or not paths:
             raise ValueError(f"search paths {list(paths)}; known: {list(SEARCH_PATHS)}")
+        n = len(ms.WINDOW_FEATURES)
+        if any(len(v) != n for v in [*data["texture_bounds"].values(), *data["texture_medians"].values()]):
+            raise ValueError(f"texture of other features than the {n} of this version ({', '.join(ms.WINDOW_FEATURES)})")
         return cls(tuple(float(a) for a in data["alpha_grid"]), paths,
                    tuple(float(o) for o in data["threshold_offsets"]),
                    {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
@@ -151,7 +155,7 @@ class SearchSpace:
                    {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()})
 
     def texture_distance(self, features: np.ndarray, style: str) -> np.ndarray:
-        """(N,) how far window features (N, 2) lie from ``style``'s median training window, in band widths
+        """(N,) how far window features (N, F) lie from ``style``'s median training window, in band widths
         (``inf`` for a silent window)."""
         bounds = np.asarray(self.texture_bounds[style], float)
         width = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-9)
@@ -465,14 +469,14 @@ class StyleTransfer:
         """The candidates of one alpha, one per path and threshold of ``space`` (paths outside, the checkpoint's
         threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
         window's length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
-        classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its density
-        and polyphony lie inside the target's training band (else + the distance outside it, in band widths);
+        classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its texture
+        (density, polyphony, right-hand share) lies inside the target's training band (else + the distance outside it, in band widths);
         its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`); and its
         holds (N, 2, P) (:meth:`decode_windows`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
-        bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (2 features, lo/hi)
+        bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (F features, lo/hi)
         thresholds = space.thresholds(self.threshold)
         decoded = [(dec, holds) for d in self.path_vectors(mu, source, target, space.paths)
                    for rolls, holds in [self.decode_windows(mu + alpha * d, thresholds)] for dec in rolls]
@@ -560,7 +564,7 @@ def off_target(probs: np.ndarray, target: int, min_probability: float) -> np.nda
 
 
 def texture_miss(features: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """How far features (N, 2) lie outside their bands (2, 2), summed in band widths (0 inside; a ``nan``
+    """How far features (N, F) lie outside their bands (F, 2), summed in band widths (0 inside; a ``nan``
     feature, a silent window, misses by 1)."""
     width = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-9)
     out = np.maximum(bounds[:, 0] - features, 0) + np.maximum(features - bounds[:, 1], 0)

@@ -10,7 +10,7 @@ evaluates, it takes no part in the transfer):
 
 * *re-encoded target*: the decoded window, encoded again by the VAE, is assigned
   to the target style by the latent classifier;
-* *plausible*: its note density and polyphony lie inside the 5th-95th
+* *plausible*: its note density, polyphony and right-hand share lie inside the 5th-95th
   percentile band of the real **validation** windows of the target style
   (:func:`midistyle.musicstats.plausible`).
 
@@ -94,7 +94,7 @@ def style_bounds(index: ShardIndex, split: str,
 
 def split_textures(index: ShardIndex, split: str, percentiles: tuple[float, float]
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per style, the ``percentiles`` band (2, 2) and the medians (2,) of ``split``'s real windows' features
+    """Per style, the ``percentiles`` band (F, 2) and the medians (F,) of ``split``'s real windows' features
     (one reading of the split)."""
     data = index.load_split(split)
     feats = ms.window_features(data.rolls, data.lengths, index.spec.steps_per_beat)
