@@ -127,6 +127,21 @@ def test_judge_reads_rolls_without_the_vae_and_ignores_padding():
     assert p.shape == (2, 3) and np.allclose(p.sum(1), 1)
 
 
+def test_train_judge_builds_the_network_it_is_given(project):
+    from midistyle.judge import train_judge
+    from midistyle.shards import ShardIndex
+
+    built = []
+
+    def make(cfg: JudgeConfig) -> RollJudge:
+        built.append(cfg)
+        return RollJudge(cfg)
+
+    judge, out = train_judge(ShardIndex.open(project.shards), project.params.judge, project.params.seed, make=make)
+    assert len(built) == 1 and built[0].n_styles == len(STYLES) and built[0].channels == project.params.judge.channels
+    assert isinstance(judge, RollJudge) and out["metrics"]["test"]["windows"] > 0
+
+
 def test_missing_or_foreign_checkpoint_is_a_user_error(tmp_path, project):
     with pytest.raises(UserError, match="no trained model"):
         load_classifier(tmp_path / "nope.pt")

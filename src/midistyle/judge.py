@@ -80,14 +80,16 @@ def judge_probs(judge: RollJudge, rolls: np.ndarray, lengths: np.ndarray, batch_
 
 
 def train_judge(index: ShardIndex, jp, seed: int, device: torch.device | str = "cpu",
-                on_epoch: Callable[[int, dict], None] | None = None) -> tuple[RollJudge, dict]:
+                on_epoch: Callable[[int, dict], None] | None = None,
+                make: Callable[[JudgeConfig], nn.Module] = RollJudge) -> tuple[nn.Module, dict]:
     """Fit the judge on the training split's windows, select on val, score on test.
 
     ``jp`` is ``params.judge``. Batches stream from the shards (the training
-    split need not fit in memory); the loss is class-weighted.
+    split need not fit in memory); the loss is class-weighted. ``make`` builds the
+    network from its config (another architecture, for benchmarks/judge_hands.py).
     """
     torch.manual_seed(seed)
-    judge = RollJudge(JudgeConfig(index.spec.n_pitches, jp.channels, jp.hidden, len(index.styles))).to(device)
+    judge = make(JudgeConfig(index.spec.n_pitches, jp.channels, jp.hidden, len(index.styles))).to(device)
     styles = index.styles
 
     def batches(epoch: int):
