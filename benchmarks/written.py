@@ -41,7 +41,8 @@ def group_means(measure: Callable[[Path], tuple[float, ...]], names: tuple[str, 
     rows of {"pieces": group, name: mean, ..., "count": pieces}."""
     groups: dict[str, list[tuple[float, ...]]] = {}
     for row, output, source, first in written():
-        groups.setdefault(f"{row['method']}: {row['source_style']} -> {row['target_style']}", []).append(measure(output))
+        key = f"{row['method']}: {row['source_style']} -> {row['target_style']}"
+        groups.setdefault(key, []).append(measure(output))
         if first:
             groups.setdefault(f"source: {row['source_style']}", []).append(measure(source))
     return [{"pieces": key, **{n: float(v) for n, v in zip(names, np.nanmean(groups[key], axis=0))},

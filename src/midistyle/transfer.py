@@ -111,7 +111,8 @@ class SearchSpace:
     alpha_grid: tuple[float, ...]  # transfer.alpha_grid
     paths: tuple[str, ...]  # transfer.search_paths: the latent paths tried at every alpha
     threshold_offsets: tuple[float, ...]  # transfer.search_threshold_offsets, added to the checkpoint's threshold
-    texture_bounds: dict[str, tuple]  # style -> ((lo, hi) per feature of ms.WINDOW_FEATURES): transfer.search_percentiles of its training windows
+    # style -> ((lo, hi) per feature of ms.WINDOW_FEATURES): transfer.search_percentiles of its training windows
+    texture_bounds: dict[str, tuple]
     min_probability: float  # transfer.search_min_probability: the least target probability of the latent classifier
     texture_medians: dict[str, tuple]  # style -> the medians of its training windows' ms.WINDOW_FEATURES
 
@@ -147,7 +148,8 @@ class SearchSpace:
             raise ValueError(f"search paths {list(paths)}; known: {list(SEARCH_PATHS)}")
         n = len(ms.WINDOW_FEATURES)
         if any(len(v) != n for v in [*data["texture_bounds"].values(), *data["texture_medians"].values()]):
-            raise ValueError(f"texture of other features than the {n} of this version ({', '.join(ms.WINDOW_FEATURES)})")
+            raise ValueError(f"texture of other features than the {n} of this version "
+                             f"({', '.join(ms.WINDOW_FEATURES)})")
         return cls(tuple(float(a) for a in data["alpha_grid"]), paths,
                    tuple(float(o) for o in data["threshold_offsets"]),
                    {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
@@ -470,7 +472,8 @@ class StyleTransfer:
         threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
         window's length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
         classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its texture
-        (density, polyphony, right-hand share) lies inside the target's training band (else + the distance outside it, in band widths);
+        (density, polyphony, right-hand share) lies inside the target's training band (else + the distance
+        outside it, in band widths);
         its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`); and its
         holds (N, 2, P) (:meth:`decode_windows`)."""
         if source == target:
