@@ -29,7 +29,7 @@ source. Test pieces are never read.
 ``--checks`` are the sets of texture features (density, polyphony, right-hand
 share: ms.WINDOW_FEATURES) the search checks; the others are left open.
 ``--percentiles`` are bands of the target's training windows a candidate's
-density and polyphony must lie in to pass (transfer.search_percentiles; the
+texture must lie in to pass (transfer.search_percentiles; the
 medians the typical rule aims at stay). ``--paths`` defaults to the attribute vector alone (``mean_shift``), the search
 when the offsets table of docs/ablation.md was made.
 

@@ -309,8 +309,7 @@ def plausibility_table(plaus: dict | None) -> str:
         return ""
     rows = [[esc(s), f"{num(b['note_density'][0], 2)} – {num(b['note_density'][1], 2)}",
              f"{num(b['polyphony'][0], 2)} – {num(b['polyphony'][1], 2)}",
-             (f"{num(b['right_hand_share'][0], 2)} – {num(b['right_hand_share'][1], 2)}"
-              if "right_hand_share" in b else "–"),
+             f"{num(b['right_hand_share'][0], 2)} – {num(b['right_hand_share'][1], 2)}",
              num(plaus["real_test_windows_plausible_share"].get(s))] for s, b in plaus["bounds"].items()]
     note = ('<p class="note">A window is <b>plausible</b> for a style when its note density (onsets per beat), '
             "polyphony (mean notes sounding together on sounding steps) and the right hand's share of its notes all "
