@@ -14,7 +14,7 @@ import numpy as np
 from midistyle import layout
 from midistyle import musicstats as ms
 from midistyle.config import load_params
-from midistyle.judge import judge_probs, load_judge
+from midistyle.judge import judge_verdicts, load_judge
 from midistyle.shards import ShardIndex
 from midistyle.transfer import SearchSpace, StyleTransfer, select_pieces
 from midistyle.tuning import SourceWindows, search_space, source_windows, style_bounds
@@ -56,7 +56,7 @@ class ValSearch:
         (C, N), and their texture (C, N, F) (density, polyphony, right-hand share: ms.WINDOW_FEATURES)."""
         C, N = decoded.shape[:2]
         flat, lens = decoded.reshape(C * N, *decoded.shape[2:]), np.tile(lengths, C)
-        hit = (judge_probs(self.judge, flat, lens).argmax(-1) == self.model.style_index(target)).reshape(C, N)
+        hit = (judge_verdicts(self.judge, flat, lens) == self.model.style_index(target)).reshape(C, N)
         feats = ms.window_features(flat, lens, self.model.spec.steps_per_beat)
         return hit, ms.plausible(feats, self.val_bounds[target]).reshape(C, N), feats.reshape(C, N, -1)
 

@@ -15,7 +15,7 @@ from midistyle.classifier import (
 )
 from midistyle.errors import UserError
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
-from midistyle.judge import RollJudge, JudgeConfig, judge_probs, load_judge
+from midistyle.judge import NO_VERDICT, JudgeConfig, JudgePanel, RollJudge, agreed, judge_probs, load_judge
 from tests.helpers_style import STYLES, one_thread
 
 
@@ -101,16 +101,22 @@ def test_stage_writes_weights_only_checkpoints_and_metrics(project):
     for path in (project.classifier, project.judge):
         ckpt = torch.load(path, weights_only=True)
         assert ckpt["styles"] == list(STYLES)
-        assert "config" in ckpt and "state" in ckpt
+    assert "config" in torch.load(project.classifier, weights_only=True)
+    members = torch.load(project.judge, weights_only=True)["members"]
+    assert {n: m["config"]["merge_hands"] for n, m in members.items()} == {"hands": False, "heard": True}
     clf, regions, ckpt = load_classifier(project.classifier)
     assert regions.means.shape == (2, project.params.model.latent_size)
     judge, _ = load_judge(project.judge)
+    assert isinstance(judge, JudgePanel) and set(judge.members) == {"hands", "heard"}
     m = json.loads((project.root / "metrics" / "classifier.json").read_text())
-    for name in ("latent_classifier", "judge"):
-        test = m[name]["test"]
-        assert set(test) >= {"accuracy", "balanced_accuracy", "confusion"}
-        assert sum(sum(row.values()) for row in test["confusion"].values()) == test["windows"] > 0
-        assert 1 <= m[name]["selected_epoch"] <= m[name]["epochs_run"]
+    fitted = {"latent_classifier": m["latent_classifier"], **{f"judge {n}": v for n, v in m["judge"]["members"].items()}}
+    for name, fit in fitted.items():
+        assert 1 <= fit["selected_epoch"] <= fit["epochs_run"], name
+    for name, scored in (*fitted.items(), ("judge", m["judge"])):
+        test = scored["test"]
+        assert set(test) >= {"accuracy", "balanced_accuracy", "confusion", "undecided"}
+        decided = sum(sum(row.values()) for row in test["confusion"].values())
+        assert decided + sum(test["undecided"].values()) == test["windows"] > 0
     # the two styles are far apart: the judge tells them apart on real test windows
     assert m["judge"]["test"]["balanced_accuracy"] >= 0.8
 
@@ -127,19 +133,30 @@ def test_judge_reads_rolls_without_the_vae_and_ignores_padding():
     assert p.shape == (2, 3) and np.allclose(p.sum(1), 1)
 
 
-def test_train_judge_builds_the_network_it_is_given(project):
-    from midistyle.judge import train_judge
-    from midistyle.shards import ShardIndex
+def test_the_heard_member_cannot_tell_the_hands_apart_and_the_panel_needs_both():
+    torch.manual_seed(0)
+    cfg = JudgeConfig(n_pitches=51, channels=4, hidden=8, n_styles=2)
+    heard, hands = RollJudge(JudgeConfig(**{**cfg.__dict__, "merge_hands": True})), RollJudge(cfg)
+    x = np.zeros((1, 32, 2, 2, 51), bool)
+    x[0, :16, 0, :, 30] = True   # a note in the right hand ...
+    moved = np.zeros_like(x)
+    moved[:, :, 1] = x[:, :, 0]  # ... moved into the left: the same sound
+    lengths = np.array([32])
+    np.testing.assert_allclose(judge_probs(heard, x, lengths), judge_probs(heard, moved, lengths), atol=1e-6)
+    assert not np.allclose(judge_probs(hands, x, lengths), judge_probs(hands, moved, lengths))
+    votes = {"hands": np.array([0, 1, 1]), "heard": np.array([0, 0, 1])}
+    np.testing.assert_array_equal(agreed(votes), [0, NO_VERDICT, 1])
+    m = classification_metrics(np.array([0, 0, 1]), agreed(votes), ["a", "b"])
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["undecided"] == {"a": 1, "b": 0}
+    assert m["confusion"]["a"] == {"a": 1, "b": 0} and m["recall"]["a"] == 0.5
 
-    built = []
 
-    def make(cfg: JudgeConfig) -> RollJudge:
-        built.append(cfg)
-        return RollJudge(cfg)
-
-    judge, out = train_judge(ShardIndex.open(project.shards), project.params.judge, project.params.seed, make=make)
-    assert len(built) == 1 and built[0].n_styles == len(STYLES) and built[0].channels == project.params.judge.channels
-    assert isinstance(judge, RollJudge) and out["metrics"]["test"]["windows"] > 0
+def test_a_judge_of_the_former_single_network_format_is_refused(tmp_path, project):
+    old = torch.load(project.judge, weights_only=True)
+    member = old.pop("members")["hands"]
+    torch.save({**old, "config": member["config"], "state": member["state"]}, tmp_path / "judge.pt")
+    with pytest.raises(UserError, match=r"judge\.pt: a judge of an older format .*`dvc repro train_classifier"):
+        load_judge(tmp_path / "judge.pt")
 
 
 def test_missing_or_foreign_checkpoint_is_a_user_error(tmp_path, project):
@@ -164,7 +181,8 @@ def test_stage_logs_to_mlflow(tmp_path, monkeypatch, project):
     exp = mlf.get_experiment_by_name(params.mlflow.experiment)
     (run,) = mlf.search_runs([exp.experiment_id])
     assert run.data.tags["dvc_stage"] == "train_classifier"
-    assert {"judge_test_accuracy", "latent_classifier_test_balanced_accuracy", "judge_val_accuracy"} <= set(run.data.metrics)
+    assert {"judge_test_accuracy", "latent_classifier_test_balanced_accuracy", "judge_val_accuracy",
+            "judge_heard_test_accuracy", "judge_hands_train_loss", "judge_heard_train_loss"} <= set(run.data.metrics)
     artifacts = {a.path for a in mlf.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/c.pt", "model/j.pt"}
     for path in (tmp_path / "c.pt", tmp_path / "j.pt"):  # the stage outputs name no MLflow run

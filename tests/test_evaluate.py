@@ -162,6 +162,7 @@ def test_melody_f1_of_identical_shifted_and_empty_rolls():
 
 def test_plausible_strength_needs_the_judge_and_the_range_and_a_silent_window_misses():
     from midistyle.evaluate import Heard, window_verdicts
+    from midistyle.judge import NO_VERDICT
     from midistyle.roll import Timing
 
     def heard(starts, judged, features):
@@ -177,12 +178,20 @@ def test_plausible_strength_needs_the_judge_and_the_range_and_a_silent_window_mi
     assert (hit & ok).tolist() == [True, False, False, False]  # plausible strength 1/4, strength 2/4
     hit, ok = window_verdicts(output, None, 1, bounds)  # copy_style: its own windows
     assert hit.tolist() == [True, True, False] and ok.tolist() == [True, False, True]
+    # the judge's members disagreed on window 0: no verdict there, a miss; one member's own votes can be asked
+    output = heard([0, 128, 192], [NO_VERDICT, 1, 0], [[2, 3], [20, 9], [2, 3]])
+    assert window_verdicts(output, source, 1, bounds)[0].tolist() == [False, False, True, False]
+    one_member = np.array([1, 1, 0])
+    assert window_verdicts(output, source, 1, bounds, one_member)[0].tolist() == [True, False, True, False]
 
 
 # ---------------------------------------------------------------- eval.json
 def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
     for name in ("judge", "latent_classifier"):
         assert 0.0 <= metrics[name]["accuracy"] <= 1.0 and "confusion" in metrics[name]
+    members = metrics["judge"]["members"]
+    assert set(members) == {"hands", "heard"}
+    assert metrics["judge"]["accuracy"] <= min(m["accuracy"] for m in members.values()) + 1e-9
     rec = metrics["reconstruction"]
     assert {"precision", "recall", "f1"} <= set(rec) and rec["windows"] > 0
     systems = metrics["transfer"]
@@ -195,6 +204,9 @@ def test_eval_json_has_the_judge_first_and_every_baseline(metrics):
             assert set(d["stats"]) == set(ms.STAT_NAMES)
             # judged target and plausible: never more than either alone
             assert d["plausible_strength"] <= min(d["strength"], d["plausible_share"]) + 1e-9
+            # the panel's verdict needs both members: never more than either member's alone
+            assert set(d["strength_by_judge"]) == {"hands", "heard"}
+            assert d["strength"] <= min(d["strength_by_judge"].values()) + 1e-9
     # the source against itself: full content, no movement
     assert systems["copy_content"]["mean"]["chroma_similarity"] == pytest.approx(1.0)
     assert systems["copy_content"]["mean"]["rhythm_similarity"] == pytest.approx(1.0)

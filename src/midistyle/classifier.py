@@ -33,7 +33,7 @@ from midistyle import layout
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected, shuffled_batches
-from midistyle.judge import save_judge, train_judge
+from midistyle.judge import save_judge, train_panel
 from midistyle.model import StyleVAE, load_vae, read_checkpoint, vae_spec
 from midistyle.shards import ShardIndex
 from midistyle.tracking import start_run
@@ -220,7 +220,7 @@ def check_vae_matches(ckpt: dict, index: ShardIndex, vae_path: str | Path) -> No
 def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | Path = layout.VAE,
                 classifier_path: str | Path = layout.CLASSIFIER, judge_path: str | Path = layout.JUDGE,
                 metrics_path: str | Path = layout.CLASSIFIER_METRICS) -> dict:
-    """The ``train_classifier`` stage: latent classifier + style regions, then the judge.
+    """The ``train_classifier`` stage: latent classifier + style regions, then the judge's members.
 
     Writes both checkpoints and ``metrics/classifier.json`` (test accuracy,
     balanced accuracy and confusion of each), and logs the curves to MLflow.
@@ -244,7 +244,7 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | 
         regions = style_regions(mu["train"], style["train"], len(index.styles))
         save_classifier(classifier_path, clf, index.styles, regions, vae.cfg.latent_size)
 
-        judge, judge_out = train_judge(index, params.judge, params.seed, device, logger("judge"))
+        judge, judge_out = train_panel(index, params.judge, params.seed, device, lambda name: logger(f"judge_{name}"))
         save_judge(judge_path, judge, index.styles, index.spec)
 
         metrics = {"styles": list(index.styles), "latent_classifier": clf_out["metrics"], "judge": judge_out["metrics"]}
@@ -256,6 +256,8 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | 
                                  f"{name}_{split}_balanced_accuracy": m["balanced_accuracy"]})
             log.info("%s test: accuracy %.3f, balanced accuracy %.3f", name, metrics[name]["test"]["accuracy"],
                      metrics[name]["test"]["balanced_accuracy"])
+        for name, m in metrics["judge"]["members"].items():
+            run.log_metrics({f"judge_{name}_{split}_accuracy": m[split]["accuracy"] for split in ("val", "test")})
         run.log_artifact(metrics_path, "metrics")
         run.log_artifact(classifier_path, "model")
         run.log_artifact(judge_path, "model")

@@ -2,8 +2,10 @@
 
 What is measured, in the order one should read it:
 
-1. **The judge** (:mod:`midistyle.judge`) on real test windows. A judge that
-   cannot tell real pieces apart judges nothing, so its accuracy comes first.
+1. **The judge** (:mod:`midistyle.judge`) on real test windows: two members,
+   one reading the hands apart and one merged, whose verdict counts only where
+   they agree. A judge that cannot tell real pieces apart judges nothing, so
+   its accuracy (and each member's) comes first.
 2. The latent classifier on real test windows, and the VAE's reconstruction
    by free decoding (precision/recall/F1 of a seeded sample of test windows).
 3. **Transfers**: every MIDI file the transfer stage wrote is read back through
@@ -19,7 +21,8 @@ What is measured, in the order one should read it:
      transfer, copy_content and copy_style, the source's style for a
      reconstruction. Clutter (blocks of sustained notes) fails it;
    * *strength*: the judge's verdict alone, and the *plausible share* alone
-     (a window that came out silent counts as a miss for all three);
+     (a window that came out silent counts as a miss for all three); beside
+     them each member's verdict alone (``strength_by_judge``);
    * *content*: chroma similarity (cosine of per-bar pitch-class vectors),
      *melody kept* (F1 of the right hand's top line, ``(step, pitch)`` pairs)
      and rhythm similarity (F1 of onset steps) with the source;
@@ -60,7 +63,7 @@ from midistyle.directions import Direction, parse_direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, atomic_write_text
 from midistyle.fitting import classification_metrics
-from midistyle.judge import judge_probs, load_judge
+from midistyle.judge import MEMBERS, agreed, judge_votes, load_judge
 from midistyle.model import load_vae, vae_spec
 from midistyle.recon import add_counts, count_cells, reconstruct, scores
 from midistyle.report import write_report
@@ -97,9 +100,10 @@ class Heard:
     bar_starts: list[int]
     timing: Timing
     starts: np.ndarray  # (N,) first step of every audible window
-    judged: np.ndarray  # (N,) the judge's style index for each
+    judged: np.ndarray  # (N,) the judge's style index for each (NO_VERDICT where its members disagree)
     stats: dict[str, float] = field(default_factory=dict)
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ms.WINDOW_FEATURES))))  # (N, F) of each (ms.WINDOW_FEATURES)
+    votes: dict[str, np.ndarray] = field(default_factory=dict)  # member name -> (N,) its style index for each
 
 
 class Listener:
@@ -125,44 +129,52 @@ class Listener:
             # A transfer that came out silent is a valid (bad) answer, not a broken file.
             empty = np.zeros((0, 2, 2, spec.n_pitches), bool)
             return Heard(path, empty, [0], Timing(), np.zeros(0, int), np.zeros(0, int),
-                         ms.music_stats(empty, [0], spec.steps_per_beat, spec.pitch_low))
+                         ms.music_stats(empty, [0], spec.steps_per_beat, spec.pitch_low),
+                         votes={name: np.zeros(0, int) for name in MEMBERS})
         kept = audible_windows(piece, spec)
-        judged, features = np.zeros(0, int), np.zeros((0, len(ms.WINDOW_FEATURES)))
+        votes = {name: np.zeros(0, int) for name in self.judge.members}
+        features = np.zeros((0, len(ms.WINDOW_FEATURES)))
         if kept:
             rolls, lengths = np.stack([w.roll for w in kept]), np.array([w.length for w in kept])
-            judged = judge_probs(self.judge, rolls, lengths).argmax(-1)
+            votes = judge_votes(self.judge, rolls, lengths)
             features = ms.window_features(rolls, lengths, spec.steps_per_beat)
         stats = ms.music_stats(piece.roll, piece.bar_starts, spec.steps_per_beat, spec.pitch_low)
-        return Heard(path, piece.roll, piece.bar_starts, piece.timing, np.array([w.start for w in kept], int), judged,
-                     stats, features)
+        return Heard(path, piece.roll, piece.bar_starts, piece.timing, np.array([w.start for w in kept], int),
+                     agreed(votes), stats, features, votes)
 
 
 # ---------------------------------------------------------------- one comparison
-def window_verdicts(output: Heard, source: Heard | None, target: int, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(judged target, plausible) per window counted, both bool.
+def window_verdicts(output: Heard, source: Heard | None, target: int, bounds: np.ndarray,
+                    judged: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(judged target, plausible) per window counted, both bool; ``judged``: other verdicts than the panel's
+    (one member's votes), one per output window.
 
     With a source, the windows counted are the source's audible windows, and the
     output's window at the same start is judged (none there - it came out
     silent: a miss). Without one (copy_style), the output's own audible windows.
     """
+    judged = output.judged if judged is None else judged
     ok = ms.plausible(output.features, bounds)
     if source is None:
-        return output.judged == target, ok
+        return judged == target, ok
     at = {s: i for i, s in enumerate(output.starts.tolist())}
     idx = np.array([at.get(s, -1) for s in source.starts.tolist()], int)
     found = idx >= 0
     hit = np.zeros(len(idx), bool)
     plaus = np.zeros(len(idx), bool)
-    hit[found] = output.judged[idx[found]] == target
+    hit[found] = judged[idx[found]] == target
     plaus[found] = ok[idx[found]]
     return hit, plaus
 
 
 def compare(output: Heard, source: Heard, target: int, pitch_low: int, bounds: np.ndarray, aligned: bool = True) -> dict:
     """Strength, plausibility (against ``bounds``), content similarity and statistics of one output against its source."""
-    hit, ok = window_verdicts(output, source if aligned else None, target, bounds)
+    counted = source if aligned else None
+    hit, ok = window_verdicts(output, counted, target, bounds)
     return {
         "hits": int(hit.sum()),
+        "hits_by_judge": {name: int(window_verdicts(output, counted, target, bounds, votes)[0].sum())
+                          for name, votes in output.votes.items()},
         "plausible": int(ok.sum()),
         "plausible_hits": int((hit & ok).sum()),
         "windows": len(hit),
@@ -186,6 +198,9 @@ def aggregate(records: list[dict], source_stats: list[dict], target_stats: dict[
         "pieces": len(records),
         "windows": windows,
         **pooled,
+        # each member's verdict alone (the panel's strength needs both): where they part, the judge is unsure
+        "strength_by_judge": {name: sum(r["hits_by_judge"][name] for r in records) / windows if windows else float("nan")
+                              for name in records[0]["hits_by_judge"]} if records else {},
         "chroma_similarity": ms.nanmean([r["chroma_similarity"] for r in records]),
         "melody_f1": ms.nanmean([r["melody_f1"] for r in records]),
         "rhythm_similarity": ms.nanmean([r["rhythm_similarity"] for r in records]),
@@ -198,7 +213,10 @@ def aggregate(records: list[dict], source_stats: list[dict], target_stats: dict[
 
 def summarise(directions: dict[str, dict]) -> dict:
     """Macro mean over directions (each direction weighs the same, whatever its piece count)."""
-    return {k: ms.nanmean([d[k] for d in directions.values()]) for k in SCORES}
+    mean = {k: ms.nanmean([d[k] for d in directions.values()]) for k in SCORES}
+    members = next(iter(directions.values()))["strength_by_judge"]
+    return mean | {"strength_by_judge": {name: ms.nanmean([d["strength_by_judge"][name] for d in directions.values()])
+                                         for name in members}}
 
 
 # ---------------------------------------------------------------- real test windows
@@ -209,7 +227,7 @@ def score_real_windows(index: ShardIndex, vae, classifier, judge, threshold: flo
     test = index.load_split("test")
     styles = index.styles
     spb = index.spec.steps_per_beat
-    judged = judge_probs(judge, test.rolls, test.lengths).argmax(-1)
+    votes = judge_votes(judge, test.rolls, test.lengths)
     mu = encode_rolls(vae, test.rolls, test.lengths)
     predicted = predict(classifier, torch.from_numpy(mu))
     features = ms.window_features(test.rolls, test.lengths, spb)
@@ -225,7 +243,8 @@ def score_real_windows(index: ShardIndex, vae, classifier, judge, threshold: flo
         plausible.append(own_style_plausible(ms.window_features(decoded, part.lengths, spb), part.style, bounds, styles))
     rec = scores(counts)
     return {
-        "judge": classification_metrics(test.style, judged, styles),
+        "judge": classification_metrics(test.style, agreed(votes), styles)
+                 | {"members": {name: classification_metrics(test.style, v, styles) for name, v in votes.items()}},
         "latent_classifier": classification_metrics(test.style, predicted, styles),
         "reconstruction": {k: rec[k] for k in ("precision", "recall", "f1", "onset_precision", "onset_recall",
                                                 "onset_f1", "windows")}
@@ -453,7 +472,7 @@ def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listen
     decoded, lengths = sweep["decoded"], sweep["length"]
     G, N = decoded.shape[:2]
     flat, lens = decoded.reshape(G * N, *decoded.shape[2:]), np.tile(lengths, G)
-    hit = (judge_probs(listener.judge, flat, lens).argmax(-1) == target).reshape(G, N) if N else np.zeros((G, 0), bool)
+    hit = (agreed(judge_votes(listener.judge, flat, lens)) == target).reshape(G, N) if N else np.zeros((G, 0), bool)
     ok = ms.plausible(ms.window_features(flat, lens, listener.spec.steps_per_beat), bounds[target_style]).reshape(G, N)
     sources = [listener.hear(raw_dir / f) for f in sweep["files"]]
     chosen = selection["chosen"]
@@ -513,9 +532,12 @@ def flat_summary(metrics: dict) -> dict[str, float]:
         "classifier_test_balanced_accuracy": metrics["latent_classifier"]["balanced_accuracy"],
         "reconstruction_f1": metrics["reconstruction"]["f1"],
     }
+    for name, m in metrics["judge"]["members"].items():
+        out[f"judge_{name}_test_accuracy"] = m["accuracy"]
     for system, data in metrics["transfer"].items():
         for k, v in data["mean"].items():
-            out[f"{system}_{k}"] = v
+            for key, value in (v.items() if isinstance(v, dict) else [(None, v)]):
+                out[f"{system}_{k}" + (f"_{key}" if key else "")] = value
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 

@@ -28,13 +28,17 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, styles: list[
     """Accuracy, balanced accuracy (mean recall over styles present) and confusion counts.
 
     ``confusion[true][predicted]`` is a nested mapping of style names, so DVC and
-    the report can read it without knowing the style order.
+    the report can read it without knowing the style order. A negative
+    prediction is no verdict (the judge's members disagreed,
+    :data:`midistyle.judge.NO_VERDICT`): wrong, and counted in ``undecided[true]``.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     S = len(styles)
+    decided = y_pred >= 0
     conf = np.zeros((S, S), dtype=np.int64)
-    np.add.at(conf, (y_true, y_pred), 1)
-    support = conf.sum(axis=1)
+    np.add.at(conf, (y_true[decided], y_pred[decided]), 1)
+    undecided = np.bincount(y_true[~decided], minlength=S) if len(y_true) else np.zeros(S, np.int64)
+    support = conf.sum(axis=1) + undecided
     recalls = {styles[i]: float(conf[i, i] / support[i]) for i in range(S) if support[i]}
     return {
         "windows": int(len(y_true)),
@@ -42,6 +46,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, styles: list[
         "balanced_accuracy": float(np.mean(list(recalls.values()))) if recalls else float("nan"),
         "recall": recalls,
         "confusion": {styles[i]: {styles[j]: int(conf[i, j]) for j in range(S)} for i in range(S)},
+        "undecided": {styles[i]: int(undecided[i]) for i in range(S)},
     }
 
 

@@ -1,15 +1,29 @@
-"""The independent judge: a style classifier that reads piano rolls directly.
+"""The independent judge: two style classifiers that read piano rolls directly and must agree.
 
 Transfer strength must not be measured by the latent classifier that guided
 the transfer (a latent can fool the model it was optimised against while the
-music does not change). The judge shares nothing with the VAE: it is a small
-convolutional network over the window's frames, trained on the *training*
+music does not change). The judge shares nothing with the VAE: small
+convolutional networks over the window's frames, trained on the *training*
 split of real pieces only, and used only to evaluate. It judges windows of
 MIDI files as read back from disk.
 
+It is a panel of two members, the same network trained the same way:
+
+* ``hands`` reads the two hands apart;
+* ``heard`` reads them merged (a cell sounds or starts when it does in either
+  hand): what a listener hears, who cannot tell which hand plays a note.
+
+Both are as accurate on real windows, but the hands member's verdict follows
+notes moved from one hand into the other (benchmarks/judge_hands.py: baroque
+windows moved into the right hand were called renaissance 0.63 of the time), so
+on transfers the two disagreed by up to 0.45 of a direction's windows. A window
+is judged a style only when both members say it (:func:`judge_verdicts`);
+where they disagree it is judged no style.
+
 Architecture: the window (W steps x 2 hands x 2 channels x P pitches) is a
-sequence of W frames of 4P features; three 1-D convolutions over time, then
-mean and max pooling over the steps that hold music (``lengths``), then an MLP.
+sequence of W frames of 4P features (2P merged); three 1-D convolutions over
+time, then mean and max pooling over the steps that hold music (``lengths``),
+then an MLP.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from midistyle.errors import UserError
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
 from midistyle.fileio import atomic_write_bytes
 from midistyle.model import read_checkpoint
@@ -30,6 +45,8 @@ from midistyle.roll import RollSpec
 from midistyle.shards import ShardIndex
 
 CHECKPOINT_KIND = "judge"
+MEMBERS = {"hands": False, "heard": True}  # member name -> merge_hands
+NO_VERDICT = -1  # the members disagree
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,7 @@ class JudgeConfig:
     channels: int
     hidden: int
     n_styles: int
+    merge_hands: bool = False
 
 
 class RollJudge(nn.Module):
@@ -47,8 +65,9 @@ class RollJudge(nn.Module):
         super().__init__()
         self.cfg = cfg
         C = cfg.channels
+        hands = 1 if cfg.merge_hands else 2
         self.convs = nn.Sequential(
-            nn.Conv1d(4 * cfg.n_pitches, C, kernel_size=5, padding=2), nn.ReLU(),
+            nn.Conv1d(hands * 2 * cfg.n_pitches, C, kernel_size=5, padding=2), nn.ReLU(),
             nn.Conv1d(C, 2 * C, kernel_size=5, padding=2), nn.ReLU(),
             nn.Conv1d(2 * C, 2 * C, kernel_size=3, padding=2, dilation=2), nn.ReLU(),
         )
@@ -56,6 +75,8 @@ class RollJudge(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         B, W = x.shape[:2]
+        if self.cfg.merge_hands:
+            x = x.amax(dim=2, keepdim=True)  # (B, W, 1, 2, P): the hands merged
         h = self.convs(x.reshape(B, W, -1).transpose(1, 2))  # (B, 2C, W)
         if lengths is None:
             mask = torch.ones(B, 1, W, device=x.device)
@@ -66,9 +87,21 @@ class RollJudge(nn.Module):
         return self.head(torch.cat([mean, peak], dim=-1))
 
 
+class JudgePanel(nn.Module):
+    """The members by name (:data:`MEMBERS`); :func:`judge_verdicts` asks them all."""
+
+    def __init__(self, members: dict[str, RollJudge]):
+        super().__init__()
+        self.members = nn.ModuleDict(members)
+
+    @property
+    def n_styles(self) -> int:
+        return next(iter(self.members.values())).cfg.n_styles
+
+
 @torch.no_grad()
 def judge_probs(judge: RollJudge, rolls: np.ndarray, lengths: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Windows (N, W, 2, 2, P) -> style probabilities (N, S)."""
+    """One member: windows (N, W, 2, 2, P) -> style probabilities (N, S)."""
     judge.eval()
     device = next(judge.parameters()).device
     out = [np.zeros((0, judge.cfg.n_styles), np.float32)]
@@ -79,17 +112,34 @@ def judge_probs(judge: RollJudge, rolls: np.ndarray, lengths: np.ndarray, batch_
     return np.concatenate(out)
 
 
+def judge_votes(panel: JudgePanel, rolls: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+    """Windows (N, W, 2, 2, P) -> each member's style index (N,), by member name."""
+    return {name: judge_probs(member, rolls, lengths).argmax(-1) for name, member in panel.members.items()}
+
+
+def agreed(votes: dict[str, np.ndarray]) -> np.ndarray:
+    """Members' votes -> (N,) the style they all gave, or :data:`NO_VERDICT` where they disagree."""
+    first, *rest = votes.values()
+    same = np.ones(len(first), bool)
+    for other in rest:
+        same &= other == first
+    return np.where(same, first, NO_VERDICT)
+
+
+def judge_verdicts(panel: JudgePanel, rolls: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Windows (N, W, 2, 2, P) -> (N,) the panel's style index, :data:`NO_VERDICT` where its members disagree."""
+    return agreed(judge_votes(panel, rolls, lengths))
+
+
 def train_judge(index: ShardIndex, jp, seed: int, device: torch.device | str = "cpu",
-                on_epoch: Callable[[int, dict], None] | None = None,
-                make: Callable[[JudgeConfig], nn.Module] = RollJudge) -> tuple[nn.Module, dict]:
-    """Fit the judge on the training split's windows, select on val, score on test.
+                on_epoch: Callable[[int, dict], None] | None = None, merge_hands: bool = False) -> tuple[RollJudge, dict]:
+    """Fit one member on the training split's windows, select on val, score on test.
 
     ``jp`` is ``params.judge``. Batches stream from the shards (the training
-    split need not fit in memory); the loss is class-weighted. ``make`` builds the
-    network from its config (another architecture, for benchmarks/judge_hands.py).
+    split need not fit in memory); the loss is class-weighted.
     """
     torch.manual_seed(seed)
-    judge = make(JudgeConfig(index.spec.n_pitches, jp.channels, jp.hidden, len(index.styles))).to(device)
+    judge = RollJudge(JudgeConfig(index.spec.n_pitches, jp.channels, jp.hidden, len(index.styles), merge_hands)).to(device)
     styles = index.styles
 
     def batches(epoch: int):
@@ -110,16 +160,41 @@ def train_judge(index: ShardIndex, jp, seed: int, device: torch.device | str = "
     return judge, {"metrics": metrics, "history": history}
 
 
-def save_judge(path: str | Path, judge: RollJudge, styles: list[str], spec: RollSpec) -> Path:
+def train_panel(index: ShardIndex, jp, seed: int, device: torch.device | str = "cpu",
+                on_epoch: Callable[[str], Callable[[int, dict], None] | None] = lambda name: None
+                ) -> tuple[JudgePanel, dict]:
+    """Every member of :data:`MEMBERS` (same params and seed), and the panel's val and test scores
+    (a window the members disagree on counts as wrong)."""
+    members, member_metrics = {}, {}
+    for name, merge in MEMBERS.items():
+        members[name], out = train_judge(index, jp, seed, device, on_epoch(name), merge_hands=merge)
+        member_metrics[name] = out["metrics"]
+    panel = JudgePanel(members)
+    scores = {}
+    for split in ("val", "test"):
+        batch = index.load_split(split)
+        scores[split] = classification_metrics(batch.style, judge_verdicts(panel, batch.rolls, batch.lengths),
+                                                index.styles)
+    return panel, {"metrics": {**scores, "members": member_metrics}}
+
+
+def save_judge(path: str | Path, panel: JudgePanel, styles: list[str], spec: RollSpec) -> Path:
     buf = io.BytesIO()
-    torch.save({"kind": CHECKPOINT_KIND, "config": asdict(judge.cfg), "state": judge.state_dict(),
-                "styles": list(styles), "spec": spec.to_dict()}, buf)
+    members = {name: {"config": asdict(m.cfg), "state": m.state_dict()} for name, m in panel.members.items()}
+    torch.save({"kind": CHECKPOINT_KIND, "members": members, "styles": list(styles), "spec": spec.to_dict()}, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[RollJudge, dict]:
+def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[JudgePanel, dict]:
+    """Rebuild the panel; a checkpoint of the former single judge is a one-line error."""
     ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_classifier", map_location)
-    judge = RollJudge(JudgeConfig(**ckpt["config"]))
-    judge.load_state_dict(ckpt["state"])
-    judge.eval()
-    return judge, ckpt
+    if "members" not in ckpt:
+        raise UserError(f"{path}: a judge of an older format (one network, no members); "
+                        "run `dvc repro train_classifier` again")
+    members = {}
+    for name, m in ckpt["members"].items():
+        members[name] = RollJudge(JudgeConfig(**m["config"]))
+        members[name].load_state_dict(m["state"])
+    panel = JudgePanel(members)
+    panel.eval()
+    return panel, ckpt

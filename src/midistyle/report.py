@@ -62,6 +62,7 @@ SCORE_LABELS = {
     "rhythm_similarity": "rhythm similarity",
     "gap_closed": "stats gap closed",
 }
+JUDGE_MEMBERS = {"hands": "reads the two hands", "heard": "reads the hands merged, as a listener hears them"}
 TARGETS = {"judge": 0.9, "plausible_strength": 0.8, "chroma_similarity": 0.6}
 MAX_ROLL_BARS = 16
 
@@ -269,11 +270,14 @@ def _card(title: str, value, ok: bool, note: str) -> str:
 
 def classifier_section(metrics: dict) -> str:
     rows, parts = [], []
-    for name, label in (("judge", "judge (on piano rolls, independent of the VAE)"),
+    for name, label in (("judge", "judge, both members agreeing (on piano rolls, independent of the VAE)"),
                         ("latent_classifier", "latent classifier (on the VAE's mu)")):
         m = metrics[name]
         rows.append([esc(label), num(m["accuracy"]), num(m["balanced_accuracy"]), num(m["windows"])])
         parts.append(confusion_table(m, label))
+        for member, mm in m.get("members", {}).items():
+            rows.append([esc(f"… its member “{member}” ({JUDGE_MEMBERS.get(member, member)})"), num(mm["accuracy"]),
+                         num(mm["balanced_accuracy"]), num(mm["windows"])])
     return table(["model", "accuracy", "balanced accuracy", "test windows"], rows) + '<div class="row">' + "".join(parts) + "</div>"
 
 
@@ -281,16 +285,18 @@ def confusion_table(m: dict, label: str) -> str:
     """Rows: true style; columns: predicted; cells shaded by the row's share."""
     conf = m["confusion"]
     styles = list(conf)
+    undecided = m.get("undecided") if any(m.get("undecided", {}).values()) else None
     rows = []
     for true in styles:
-        total = sum(conf[true].values()) or 1
+        counts = [conf[true][pred] for pred in styles] + ([undecided[true]] if undecided else [])
+        total = sum(counts) or 1
         cells = [f"<b>{esc(true)}</b>"]
-        for pred in styles:
-            share = conf[true][pred] / total
-            cells.append(f'<span class="cell" style="background: rgba(31,119,180,{0.08 + 0.8 * share:.2f})">'
-                         f"{conf[true][pred]:,}<small> {share:.0%}</small></span>")
+        for n in counts:
+            cells.append(f'<span class="cell" style="background: rgba(31,119,180,{0.08 + 0.8 * n / total:.2f})">'
+                         f"{n:,}<small> {n / total:.0%}</small></span>")
         rows.append(cells)
-    return '<div class="confusion">' + table(["true \\ judged"] + [esc(s) for s in styles], rows,
+    heads = [esc(s) for s in styles] + (["no verdict (members disagree)"] if undecided else [])
+    return '<div class="confusion">' + table(["true \\ judged"] + heads, rows,
                                                caption=f"{esc(label)}: confusion on test windows") + "</div>"
 
 
@@ -324,11 +330,16 @@ def plausibility_table(plaus: dict | None) -> str:
 def systems_table(entries: dict[str, dict], caption: str = "") -> str:
     """Rows: systems; columns: the four scores (best method value in bold)."""
     rows, classes = [], []
+    members = list(next(iter(entries.values()), {}).get("strength_by_judge", {}))
     for system, scores in entries.items():
+        by_member = scores.get("strength_by_judge", {})
         rows.append([esc(SYSTEM_LABELS.get(system, system))] + [num(scores.get(k)) for k in SCORE_LABELS]
+                    + ([" / ".join(num(by_member.get(m)) for m in members)] if members else [])
                     + ([num(scores.get("pieces"))] if "pieces" in scores else []))
         classes.append("baseline" if system not in METHODS else "method")
-    header = ["system"] + list(SCORE_LABELS.values()) + (["pieces"] if any("pieces" in e for e in entries.values()) else [])
+    header = (["system"] + list(SCORE_LABELS.values())
+              + ([f"strength by each judge member alone ({' / '.join(members)})"] if members else [])
+              + (["pieces"] if any("pieces" in e for e in entries.values()) else []))
     return table(header, rows, classes, caption)
 
 
@@ -599,8 +610,10 @@ def render_page(metrics: dict, params, has_curves: bool, has_tradeoff: bool, lis
               else '<p class="muted">No training curves (metrics/train_vae_curves.csv not found).</p>')
     sections = [
         ("targets", "At a glance", headline(metrics)
-         + '<p class="note">The judge is a separate network trained on real piano rolls only. <b>Plausible '
-           "strength</b> is the share of a transfer's windows that it assigns to the target style <em>and</em> whose "
+         + '<p class="note">The judge is a pair of networks trained on real piano rolls only, one reading the two '
+           "hands and one the hands merged (a listener cannot hear which hand plays a note); a window is judged a "
+           "style only when both say it. <b>Plausible "
+           "strength</b> is the share of a transfer's windows that the judge assigns to the target style <em>and</em> whose "
            "note density, polyphony and right hand's share of notes lie inside the target's real range (5th–95th "
            "percentile), so clutter, or a melody gone into the left hand, cannot pass; strength is the judge's verdict alone. Content is compared with the source bar by bar (chroma), "
            "by the right hand's top line (melody kept) and step by step (onsets).</p>"),
