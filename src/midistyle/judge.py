@@ -94,10 +94,6 @@ class JudgePanel(nn.Module):
         super().__init__()
         self.members = nn.ModuleDict(members)
 
-    @property
-    def n_styles(self) -> int:
-        return next(iter(self.members.values())).cfg.n_styles
-
 
 @torch.no_grad()
 def judge_probs(judge: RollJudge, rolls: np.ndarray, lengths: np.ndarray, batch_size: int = 512) -> np.ndarray:
