@@ -63,7 +63,7 @@ from midistyle.directions import Direction, parse_direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, atomic_write_text
 from midistyle.fitting import classification_metrics
-from midistyle.judge import MEMBERS, agreed, judge_votes, load_judge
+from midistyle.judge import agreed, judge_verdicts, judge_votes, load_judge
 from midistyle.model import load_vae, vae_spec
 from midistyle.recon import add_counts, count_cells, reconstruct, scores
 from midistyle.report import write_report
@@ -130,7 +130,7 @@ class Listener:
             empty = np.zeros((0, 2, 2, spec.n_pitches), bool)
             return Heard(path, empty, [0], Timing(), np.zeros(0, int), np.zeros(0, int),
                          ms.music_stats(empty, [0], spec.steps_per_beat, spec.pitch_low),
-                         votes={name: np.zeros(0, int) for name in MEMBERS})
+                         votes={name: np.zeros(0, int) for name in self.judge.members})
         kept = audible_windows(piece, spec)
         votes = {name: np.zeros(0, int) for name in self.judge.members}
         features = np.zeros((0, len(ms.WINDOW_FEATURES)))
@@ -472,7 +472,7 @@ def curve_rows(method: str, direction: str, sweep: dict, selection: dict, listen
     decoded, lengths = sweep["decoded"], sweep["length"]
     G, N = decoded.shape[:2]
     flat, lens = decoded.reshape(G * N, *decoded.shape[2:]), np.tile(lengths, G)
-    hit = (agreed(judge_votes(listener.judge, flat, lens)) == target).reshape(G, N) if N else np.zeros((G, 0), bool)
+    hit = (judge_verdicts(listener.judge, flat, lens) == target).reshape(G, N) if N else np.zeros((G, 0), bool)
     ok = ms.plausible(ms.window_features(flat, lens, listener.spec.steps_per_beat), bounds[target_style]).reshape(G, N)
     sources = [listener.hear(raw_dir / f) for f in sweep["files"]]
     chosen = selection["chosen"]

@@ -42,7 +42,7 @@ from midistyle.fitting import FitSettings, class_weights, classification_metrics
 from midistyle.fileio import atomic_write_bytes
 from midistyle.model import read_checkpoint
 from midistyle.roll import RollSpec
-from midistyle.shards import ShardIndex
+from midistyle.shards import Batch, ShardIndex
 
 CHECKPOINT_KIND = "judge"
 MEMBERS = {"hands": False, "heard": True}  # member name -> merge_hands
@@ -128,11 +128,13 @@ def judge_verdicts(panel: JudgePanel, rolls: np.ndarray, lengths: np.ndarray) ->
 
 
 def train_judge(index: ShardIndex, jp, seed: int, device: torch.device | str = "cpu",
-                on_epoch: Callable[[int, dict], None] | None = None, merge_hands: bool = False) -> tuple[RollJudge, dict]:
+                on_epoch: Callable[[int, dict], None] | None = None, merge_hands: bool = False,
+                val: Batch | None = None, test: Batch | None = None) -> tuple[RollJudge, dict]:
     """Fit one member on the training split's windows, select on val, score on test.
 
     ``jp`` is ``params.judge``. Batches stream from the shards (the training
-    split need not fit in memory); the loss is class-weighted.
+    split need not fit in memory); the loss is class-weighted. ``val`` and
+    ``test``: the splits already read (else read here).
     """
     torch.manual_seed(seed)
     judge = RollJudge(JudgeConfig(index.spec.n_pitches, jp.channels, jp.hidden, len(index.styles), merge_hands)).to(device)
@@ -143,8 +145,8 @@ def train_judge(index: ShardIndex, jp, seed: int, device: torch.device | str = "
             inputs = (torch.from_numpy(b.rolls).float(), torch.from_numpy(b.lengths).long())
             yield inputs, torch.from_numpy(b.style.astype(np.int64))
 
-    val = index.load_split("val")
-    test = index.load_split("test")
+    val = index.load_split("val") if val is None else val
+    test = index.load_split("test") if test is None else test
 
     def score(batch) -> dict:
         return classification_metrics(batch.style, judge_probs(judge, batch.rolls, batch.lengths).argmax(-1), styles)
@@ -161,16 +163,14 @@ def train_panel(index: ShardIndex, jp, seed: int, device: torch.device | str = "
                 ) -> tuple[JudgePanel, dict]:
     """Every member of :data:`MEMBERS` (same params and seed), and the panel's val and test scores
     (a window the members disagree on counts as wrong)."""
+    splits = {split: index.load_split(split) for split in ("val", "test")}  # read once for every member
     members, member_metrics = {}, {}
     for name, merge in MEMBERS.items():
-        members[name], out = train_judge(index, jp, seed, device, on_epoch(name), merge_hands=merge)
+        members[name], out = train_judge(index, jp, seed, device, on_epoch(name), merge, **splits)
         member_metrics[name] = out["metrics"]
     panel = JudgePanel(members)
-    scores = {}
-    for split in ("val", "test"):
-        batch = index.load_split(split)
-        scores[split] = classification_metrics(batch.style, judge_verdicts(panel, batch.rolls, batch.lengths),
-                                                index.styles)
+    scores = {split: classification_metrics(b.style, judge_verdicts(panel, b.rolls, b.lengths), index.styles)
+              for split, b in splits.items()}
     return panel, {"metrics": {**scores, "members": member_metrics}}
 
 
