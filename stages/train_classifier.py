@@ -1,4 +1,4 @@
-"""DVC stage `train_classifier`: models/vae.pt + data/shards -> models/latent_classifier.pt, models/judge.pt."""
+"""DVC stage `train_classifier`: models/vae.pt + data/shards -> models/latent_classifier.pt (+ metrics/classifier.json)."""
 
 from midistyle.classifier import train_stage
 from midistyle.stage import run_stage

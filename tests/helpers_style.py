@@ -7,7 +7,7 @@ Two styles a small network tells apart in a few steps:
 
 :func:`build_project` builds raw MIDI + manifest -> extract -> a small VAE
 (trained for a few dozen steps here, in the checkpoint format of the
-train_vae stage) -> train_classifier -> tune_transfer -> transfer, once per test session, under
+train_vae stage) -> train_classifier, train_judge -> tune_transfer -> transfer, once per test session, under
 pytest's temporary folder (the session fixtures ``style_project`` and
 ``evaluated_style_project`` in conftest.py). Nothing is written into the repository.
 """
@@ -207,7 +207,7 @@ def one_thread() -> Iterator[None]:
 
 def build_project(root: Path, params: Params | None = None, transfer: bool = True) -> Project:
     """Run the pipeline up to the transfer stage on the tiny corpus (a few seconds)."""
-    from midistyle.classifier import train_stage
+    from midistyle import classifier, judge
     from midistyle.extract import extract
     from midistyle.transfer import transfer_stage
     from midistyle.tuning import tune_stage
@@ -218,7 +218,8 @@ def build_project(root: Path, params: Params | None = None, transfer: bool = Tru
     (root / "models").mkdir(parents=True, exist_ok=True)
     extract(params, p.raw, p.shards, p.splits, root / "metrics" / "extract.json", progress=False)
     train_tiny_vae(ShardIndex.open(p.shards), p.vae, params)
-    train_stage(params, p.shards, p.vae, p.classifier, p.judge, root / "metrics" / "classifier.json")
+    classifier.train_stage(params, p.shards, p.vae, p.classifier, root / "metrics" / "classifier.json")
+    judge.train_stage(params, p.shards, p.judge, root / "metrics" / "judge.json")
     if transfer:
         tune_stage(params, p.tune_paths())
         transfer_stage(params, p.raw, p.splits, p.vae, p.classifier, p.transfers, p.settings)

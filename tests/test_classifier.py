@@ -1,4 +1,5 @@
-"""The train_classifier stage: latent classifier (class-weighted, selected on val) and the independent judge."""
+"""The train_classifier stage (latent classifier: class-weighted, selected on val) and the train_judge stage (the
+independent judge, which reads no VAE)."""
 
 import json
 
@@ -109,16 +110,18 @@ def test_stage_writes_weights_only_checkpoints_and_metrics(project):
     judge, _ = load_judge(project.judge)
     assert isinstance(judge, JudgePanel) and set(judge.members) == {"hands", "heard"}
     m = json.loads((project.root / "metrics" / "classifier.json").read_text())
-    fitted = {"latent_classifier": m["latent_classifier"], **{f"judge {n}": v for n, v in m["judge"]["members"].items()}}
+    j = json.loads((project.root / "metrics" / "judge.json").read_text())
+    assert set(m) == {"styles", "latent_classifier"} and m["styles"] == j["styles"] == list(STYLES)
+    fitted = {"latent_classifier": m["latent_classifier"], **{f"judge {n}": v for n, v in j["members"].items()}}
     for name, fit in fitted.items():
         assert 1 <= fit["selected_epoch"] <= fit["epochs_run"], name
-    for name, scored in (*fitted.items(), ("judge", m["judge"])):
+    for name, scored in (*fitted.items(), ("judge", j)):
         test = scored["test"]
         assert set(test) >= {"accuracy", "balanced_accuracy", "confusion", "undecided"}
         decided = sum(sum(row.values()) for row in test["confusion"].values())
         assert decided + sum(test["undecided"].values()) == test["windows"] > 0
     # the two styles are far apart: the judge tells them apart on real test windows
-    assert m["judge"]["test"]["balanced_accuracy"] >= 0.8
+    assert j["test"]["balanced_accuracy"] >= 0.8
 
 
 def test_judge_reads_rolls_without_the_vae_and_ignores_padding():
@@ -155,7 +158,7 @@ def test_a_judge_of_the_former_single_network_format_is_refused(tmp_path, projec
     old = torch.load(project.judge, weights_only=True)
     member = old.pop("members")["hands"]
     torch.save({**old, "config": member["config"], "state": member["state"]}, tmp_path / "judge.pt")
-    with pytest.raises(UserError, match=r"judge\.pt: a judge of an older format .*`dvc repro train_classifier"):
+    with pytest.raises(UserError, match=r"judge\.pt: a judge of an older format .*`dvc repro train_judge"):
         load_judge(tmp_path / "judge.pt")
 
 
@@ -169,21 +172,36 @@ def test_missing_or_foreign_checkpoint_is_a_user_error(tmp_path, project):
         load_judge(tmp_path / "junk.pt")
 
 
-def test_stage_logs_to_mlflow(tmp_path, monkeypatch, project):
-    from midistyle.classifier import train_stage
+def test_stages_log_to_mlflow(tmp_path, monkeypatch, project):
+    from midistyle import classifier, judge
     from midistyle.tracking import client
     from tests.helpers_style import tiny_params
 
     monkeypatch.setenv("MIDISTYLE_MLFLOW_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = tiny_params(mlflow={"enabled": True}, classifier={"epochs": 2}, judge={"epochs": 1})
-    train_stage(params, project.shards, project.vae, tmp_path / "c.pt", tmp_path / "j.pt", tmp_path / "m.json")
+    classifier.train_stage(params, project.shards, project.vae, tmp_path / "c.pt", tmp_path / "c.json")
+    judge.train_stage(params, project.shards, tmp_path / "j.pt", tmp_path / "j.json")
     mlf = client()
     exp = mlf.get_experiment_by_name(params.mlflow.experiment)
-    (run,) = mlf.search_runs([exp.experiment_id])
-    assert run.data.tags["dvc_stage"] == "train_classifier"
-    assert {"judge_test_accuracy", "latent_classifier_test_balanced_accuracy", "judge_val_accuracy",
-            "judge_heard_test_accuracy", "judge_hands_train_loss", "judge_heard_train_loss"} <= set(run.data.metrics)
-    artifacts = {a.path for a in mlf.list_artifacts(run.info.run_id, "model")}
-    assert artifacts == {"model/c.pt", "model/j.pt"}
-    for path in (tmp_path / "c.pt", tmp_path / "j.pt"):  # the stage outputs name no MLflow run
-        assert not [k for k in torch.load(path, weights_only=True) if "run" in k or "mlflow" in k]
+    runs = {r.data.tags["dvc_stage"]: r for r in mlf.search_runs([exp.experiment_id])}
+    assert set(runs) == {"train_classifier", "train_judge"}
+    assert {"latent_classifier_test_balanced_accuracy", "latent_classifier_val_accuracy",
+            "classifier_train_loss"} <= set(runs["train_classifier"].data.metrics)
+    assert {"judge_test_accuracy", "judge_val_accuracy", "judge_test_balanced_accuracy", "judge_heard_test_accuracy",
+            "judge_hands_train_loss", "judge_heard_train_loss"} <= set(runs["train_judge"].data.metrics)
+    for stage, out in (("train_classifier", "c.pt"), ("train_judge", "j.pt")):
+        run_id = runs[stage].info.run_id
+        assert {a.path for a in mlf.list_artifacts(run_id, "model")} == {f"model/{out}"}
+        assert not [k for k in torch.load(tmp_path / out, weights_only=True) if "run" in k or "mlflow" in k]
+
+
+def test_the_judge_reads_no_vae(tmp_path, project):
+    """A new VAE does not train the judge again: its stage runs without one (dvc.yaml names none)."""
+    from midistyle import judge
+    from tests.helpers_style import tiny_params
+
+    params = tiny_params(judge={"epochs": 1})
+    assert not (tmp_path / "models").exists()
+    judge.train_stage(params, project.shards, tmp_path / "j.pt", tmp_path / "j.json")
+    panel, _ = load_judge(tmp_path / "j.pt")
+    assert set(panel.members) == {"hands", "heard"}

@@ -33,10 +33,9 @@ from midistyle import layout
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected, shuffled_batches
-from midistyle.judge import save_judge, train_panel
 from midistyle.model import StyleVAE, load_vae, read_checkpoint, vae_spec
 from midistyle.shards import ShardIndex
-from midistyle.tracking import start_run
+from midistyle.tracking import epoch_logger, start_run
 
 log = logging.getLogger(__name__)
 
@@ -218,48 +217,36 @@ def check_vae_matches(ckpt: dict, index: ShardIndex, vae_path: str | Path) -> No
 
 
 def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | Path = layout.VAE,
-                classifier_path: str | Path = layout.CLASSIFIER, judge_path: str | Path = layout.JUDGE,
+                classifier_path: str | Path = layout.CLASSIFIER,
                 metrics_path: str | Path = layout.CLASSIFIER_METRICS) -> dict:
-    """The ``train_classifier`` stage: latent classifier + style regions, then the judge's members.
+    """The ``train_classifier`` stage: latent classifier + style regions of the frozen VAE's latents.
 
-    Writes both checkpoints and ``metrics/classifier.json`` (test accuracy,
-    balanced accuracy and confusion of each), and logs the curves to MLflow.
+    Writes the checkpoint and ``metrics/classifier.json`` (val and test
+    accuracy, balanced accuracy and confusion), and logs the curves to MLflow.
+    The judge is the train_judge stage's (:mod:`midistyle.judge`): it reads no VAE.
     """
     index = ShardIndex.open(shards_dir)
     vae, ckpt = load_vae(vae_path)
     check_vae_matches(ckpt, index, vae_path)
     device = torch.device("cpu")
     with start_run(params, "train_classifier") as run:
-        def logger(prefix: str) -> Callable[[int, dict], None]:
-            def log_epoch(epoch: int, row: dict) -> None:
-                log.info("%s epoch %d: %s", prefix, epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
-                run.log_metrics({f"{prefix}_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
-            return log_epoch
-
         mu, style = {}, {}
         for split in ("train", "val", "test"):
             mu[split], style[split] = encode_split(vae, index, split, device=device)
         clf, clf_out = train_latent_classifier(mu, style, index.styles, params.classifier, params.seed,
-                                               logger("classifier"))
+                                               epoch_logger(run, "classifier", log))
         regions = style_regions(mu["train"], style["train"], len(index.styles))
         save_classifier(classifier_path, clf, index.styles, regions, vae.cfg.latent_size)
 
-        judge, judge_out = train_panel(index, params.judge, params.seed, device, lambda name: logger(f"judge_{name}"))
-        save_judge(judge_path, judge, index.styles, index.spec)
-
-        metrics = {"styles": list(index.styles), "latent_classifier": clf_out["metrics"], "judge": judge_out["metrics"]}
+        metrics = {"styles": list(index.styles), "latent_classifier": clf_out["metrics"]}
         atomic_write_json(metrics_path, metrics)
-        for name in ("latent_classifier", "judge"):
-            for split in ("val", "test"):
-                m = metrics[name][split]
-                run.log_metrics({f"{name}_{split}_accuracy": m["accuracy"],
-                                 f"{name}_{split}_balanced_accuracy": m["balanced_accuracy"]})
-            log.info("%s test: accuracy %.3f, balanced accuracy %.3f", name, metrics[name]["test"]["accuracy"],
-                     metrics[name]["test"]["balanced_accuracy"])
-        for name, m in metrics["judge"]["members"].items():
-            run.log_metrics({f"judge_{name}_{split}_accuracy": m[split]["accuracy"] for split in ("val", "test")})
+        m = metrics["latent_classifier"]
+        for split in ("val", "test"):
+            run.log_metrics({f"latent_classifier_{split}_accuracy": m[split]["accuracy"],
+                             f"latent_classifier_{split}_balanced_accuracy": m[split]["balanced_accuracy"]})
+        log.info("latent_classifier test: accuracy %.3f, balanced accuracy %.3f", m["test"]["accuracy"],
+                 m["test"]["balanced_accuracy"])
         run.log_artifact(metrics_path, "metrics")
         run.log_artifact(classifier_path, "model")
-        run.log_artifact(judge_path, "model")
-        run.tag_outputs(classifier_path, judge_path)
+        run.tag_outputs(classifier_path)
     return metrics

@@ -303,10 +303,10 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict:
     classifier, _, clf_ckpt = load_classifier(paths.classifier)
     judge, judge_ckpt = load_judge(paths.judge)
     styles = list(index.styles)
-    for name, ckpt in (("latent classifier", clf_ckpt), ("judge", judge_ckpt)):
+    for name, ckpt, stage in (("latent classifier", clf_ckpt, "train_classifier"), ("judge", judge_ckpt, "train_judge")):
         if list(ckpt["styles"]) != styles:
             raise UserError(f"the {name} knows styles {list(ckpt['styles'])}, the shards hold {styles} "
-                            "(re-run `dvc repro train_classifier`)")
+                            f"(re-run `dvc repro {stage}`)")
     spec = vae_spec(vae_ckpt)
     threshold = float(vae_ckpt["threshold"])
 

@@ -29,6 +29,7 @@ then an MLP.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,12 +38,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from midistyle import layout
 from midistyle.errors import UserError
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
-from midistyle.fileio import atomic_write_bytes
+from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.model import read_checkpoint
 from midistyle.roll import RollSpec
 from midistyle.shards import Batch, ShardIndex
+from midistyle.tracking import epoch_logger, start_run
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "judge"
 MEMBERS = {"hands": False, "heard": True}  # member name -> merge_hands
@@ -183,10 +188,10 @@ def save_judge(path: str | Path, panel: JudgePanel, styles: list[str], spec: Rol
 
 def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[JudgePanel, dict]:
     """Rebuild the panel; a checkpoint of the former single judge is a one-line error."""
-    ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_classifier", map_location)
+    ckpt = read_checkpoint(path, CHECKPOINT_KIND, "train_judge", map_location)
     if "members" not in ckpt:
         raise UserError(f"{path}: a judge of an older format (one network, no members); "
-                        "run `dvc repro train_classifier` again")
+                        "run `dvc repro train_judge` again")
     members = {}
     for name, m in ckpt["members"].items():
         members[name] = RollJudge(JudgeConfig(**m["config"]))
@@ -194,3 +199,35 @@ def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     panel = JudgePanel(members)
     panel.eval()
     return panel, ckpt
+
+
+# ---------------------------------------------------------------- the train_judge stage
+def train_stage(params, shards_dir: str | Path = layout.SHARDS, judge_path: str | Path = layout.JUDGE,
+                metrics_path: str | Path = layout.JUDGE_METRICS) -> dict:
+    """The ``train_judge`` stage: the panel's members on the shards' training windows.
+
+    It reads no VAE, so a new VAE (a ``dvc exp run -S train.*``) is judged by
+    the same judge, which is not trained again. Writes ``models/judge.pt`` and
+    ``metrics/judge.json`` (the panel's and each member's val and test
+    accuracy, balanced accuracy, confusion and windows of no verdict), and logs
+    the curves to MLflow.
+    """
+    index = ShardIndex.open(shards_dir)
+    with start_run(params, "train_judge") as run:
+        panel, out = train_panel(index, params.judge, params.seed, "cpu",
+                                 lambda name: epoch_logger(run, f"judge_{name}", log))
+        save_judge(judge_path, panel, index.styles, index.spec)
+        metrics = {"styles": list(index.styles), **out["metrics"]}
+        atomic_write_json(metrics_path, metrics)
+        for split in ("val", "test"):
+            run.log_metrics({f"judge_{split}_accuracy": metrics[split]["accuracy"],
+                             f"judge_{split}_balanced_accuracy": metrics[split]["balanced_accuracy"]})
+        for name, m in metrics["members"].items():
+            run.log_metrics({f"judge_{name}_{split}_accuracy": m[split]["accuracy"] for split in ("val", "test")})
+        log.info("judge test: accuracy %.3f, balanced accuracy %.3f (members: %s)", metrics["test"]["accuracy"],
+                 metrics["test"]["balanced_accuracy"],
+                 ", ".join(f"{name} {m['test']['accuracy']:.3f}" for name, m in metrics["members"].items()))
+        run.log_artifact(metrics_path, "metrics")
+        run.log_artifact(judge_path, "model")
+        run.tag_outputs(judge_path)
+    return metrics

@@ -45,7 +45,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,15 @@ class NullRun:
         if name.startswith("_") or not callable(getattr(Run, name, None)):
             raise AttributeError(f"{type(self).__name__} has no {name!r} (nor has Run)")
         return lambda *args, **kwargs: None
+
+
+def epoch_logger(run: "Run | NullRun", prefix: str, logger: logging.Logger) -> Callable[[int, dict], None]:
+    """An ``on_epoch`` callback of :func:`midistyle.fitting.fit_selected`: each epoch's row to the log and to
+    the run, its names prefixed (``judge_hands_val_accuracy``), the epoch as the step."""
+    def log_epoch(epoch: int, row: dict) -> None:
+        logger.info("%s epoch %d: %s", prefix, epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        run.log_metrics({f"{prefix}_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+    return log_epoch
 
 
 def run_tags(params: Params, stage: str) -> dict[str, str]:
