@@ -24,9 +24,11 @@ source. Test pieces are never read.
                                        [--paths mean_shift transport mean_shift,transport] [--rules typical]
                                        [--percentiles 5,95 10,90] [--caps 2 3 8]
                                        [--checks note_density,polyphony note_density,polyphony,right_hand_share]
-                                       [--json benchmarks/results/search_paths.json]
+                                       [--key-weights 0 1 3 10] [--json benchmarks/results/search_paths.json]
 
-``--checks`` are the sets of texture features (density, polyphony, right-hand
+``--key-weights`` add that weight times a candidate's share of note starts whose
+pitch class does not sound in its source window (:func:`out_of_key`, printed as
+"out of key") to the typical rule's distance. ``--checks`` are the sets of texture features (density, polyphony, right-hand
 share: ms.WINDOW_FEATURES) the search checks; the others are left open.
 ``--percentiles`` are bands of the target's training windows a candidate's
 texture must lie in to pass (transfer.search_percentiles; the
@@ -46,15 +48,16 @@ import numpy as np
 
 from midistyle import layout
 from midistyle import musicstats as ms
+from midistyle.roll import ONSET, SOUNDING
 from midistyle.shards import ShardIndex
 from midistyle.transfer import pick_candidates
 from midistyle.tuning import split_textures
 from valsearch import ValSearch, write_table
 
 DEFAULT_OFFSETS = ("0,-0.15,0.15", "0,-0.15,0.15,-0.25", "0,-0.15,0.15,-0.25,-0.35", "0,-0.1,0.1,-0.2,0.2,-0.3")
-COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("band", "percentiles", "s"), ("texture checked", "checks", "s"), ("rule", "rule", "s"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
+COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("band", "percentiles", "s"), ("texture checked", "checks", "s"), ("rule", "rule", "s"), ("key weight", "key_weight", "g"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
            ("settled", "settled", ".3f"), ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
-           ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f"), ("density", "density", ".2f"),
+           ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f"), ("out of key", "out_of_key", ".3f"), ("density", "density", ".2f"),
            ("polyphony", "polyphony", ".2f"), ("gap closed: density", "gap_density", ".2f"),
            ("gap closed: polyphony", "gap_polyphony", ".2f")]
 
@@ -71,6 +74,18 @@ def open_bands(bounds: dict[str, tuple], checked: list[str]) -> dict[str, tuple]
             for s, bands in bounds.items()}
 
 
+def out_of_key(decoded: np.ndarray, sources: np.ndarray, pitch_low: int) -> np.ndarray:
+    """(C, N) the share of each candidate's note starts (decoded (C, N, W, 2, 2, P)) whose pitch class does not
+    sound anywhere in its source window (sources (N, W, 2, 2, P)); ``nan`` for a candidate without a note start.
+    Two bars of the source stand in for its key: a transfer's notes outside them are chromatic to it."""
+    pcs = np.eye(12, dtype=np.int64)[ms.pitch_classes(decoded.shape[-1], pitch_low)]  # (P, 12)
+    present = ((sources[:, :, :, SOUNDING] | sources[:, :, :, ONSET]).any(axis=(1, 2)).astype(np.int64) @ pcs) > 0
+    counts = decoded[..., ONSET, :].sum(axis=(2, 3)) @ pcs  # (C, N, 12) note starts per pitch class
+    total = counts.sum(axis=-1)
+    with np.errstate(invalid="ignore"):
+        return (counts * ~present[None]).sum(axis=-1) / np.where(total > 0, total, np.nan)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--offsets", nargs="+", default=list(DEFAULT_OFFSETS), help="comma-separated offset sets")
@@ -85,6 +100,9 @@ def main() -> None:
                          "(default: all of them)")
     ap.add_argument("--caps", type=float, nargs="+",
                     help="alpha caps, each for every direction (default: each direction's chosen cap)")
+    ap.add_argument("--key-weights", type=float, nargs="+", default=[0.0],
+                    help="weights of the out-of-key share (a candidate's note starts whose pitch class does not sound "
+                         "in the source window) added to the typical pick's texture distance (default: 0, the rule now)")
     ap.add_argument("--json", default="benchmarks/results/search_picker.json")
     args = ap.parse_args()
     val = ValSearch.load()
@@ -111,8 +129,9 @@ def main() -> None:
             decoded, miss, distance, _ = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
             C, N = miss.shape
             judged, plaus, features = val.judged(decoded, win.length, target)
-            for rule in args.rules:
-                dist = distance if rule == "typical" else np.zeros_like(distance)
+            off_key = out_of_key(decoded, win.rolls, model.spec.pitch_low)  # (C, N)
+            for rule, key_weight in [(r, w) for r in args.rules for w in (args.key_weights if r == "typical" else [0.0])]:
+                dist = distance + key_weight * np.nan_to_num(off_key) if rule == "typical" else np.zeros_like(distance)
                 pick = pick_candidates(np.arange(C)[:, None].repeat(N, 1), miss, dist, per_alpha)
                 at = (pick, np.arange(N))
                 got = features[at]
@@ -123,7 +142,9 @@ def main() -> None:
                 chroma = np.nanmean([ms.chroma_similarity(win.rolls[n][: win.length[n]], bars,
                                                           decoded[pick[n], n][: win.length[n]], bars,
                                                           model.spec.pitch_low) for n in range(N)])
-                rows.append({"paths": paths, "offsets": offsets, "percentiles": band, "checks": checks, "rule": rule, "direction": f"{source}_to_{target}",
+                rows.append({"paths": paths, "offsets": offsets, "percentiles": band, "checks": checks, "rule": rule,
+                             "key_weight": key_weight, "out_of_key": float(np.nanmean(off_key[at])),
+                             "direction": f"{source}_to_{target}",
                              "cap": cap, "settled": float((miss == 0).any(axis=0).mean()),
                              "plausible_strength": float((judged[at] & plaus[at]).mean()),
                              "judge_strength": float(judged[at].mean()), "plausible": float(plaus[at].mean()),
