@@ -195,13 +195,15 @@ def test_stages_log_to_mlflow(tmp_path, monkeypatch, project):
         assert not [k for k in torch.load(tmp_path / out, weights_only=True) if "run" in k or "mlflow" in k]
 
 
-def test_the_judge_reads_no_vae(tmp_path, project):
+def test_the_judge_reads_no_vae(tmp_path, monkeypatch, project):
     """A new VAE does not train the judge again: its stage runs without one (dvc.yaml names none)."""
-    from midistyle import judge
+    from midistyle import judge, layout
     from tests.helpers_style import tiny_params
 
     params = tiny_params(judge={"epochs": 1})
-    assert not (tmp_path / "models").exists()
+    monkeypatch.chdir(tmp_path)  # the default paths, models/vae.pt among them, name nothing here
+    assert not layout.VAE.exists() and not layout.CLASSIFIER.exists()
     judge.train_stage(params, project.shards, tmp_path / "j.pt", tmp_path / "j.json")
+    assert not layout.VAE.exists()
     panel, _ = load_judge(tmp_path / "j.pt")
     assert set(panel.members) == {"hands", "heard"}
