@@ -1,9 +1,9 @@
 """Does each hand come back from z? Per style, the sounding F1 of each hand of free reconstructions, at thresholds.
 
 Validation windows (a seeded sample per style) are encoded, z = mu, and decoded
-freely once (the decoder does not read its output, so one decoding serves every
-threshold); each threshold is applied with the model's consistent decision rule
-(:meth:`StyleVAE.decide`). Printed per style and threshold: the sounding F1 of
+freely: once when the decoder does not read its output (one decoding serves every
+threshold, each applied with the model's consistent decision rule,
+:meth:`StyleVAE.decide`), once per threshold when it is autoregressive. Printed per style and threshold: the sounding F1 of
 the right and the left hand, the right hand's share of the decoded onsets (the
 sources' share beside it), and decoded onsets per source onset, both hands and
 the right hand. A hand whose F1 stays low at every threshold is not carried by
@@ -52,14 +52,18 @@ def main() -> None:
         x, lengths = np.asarray(val.rolls[pick], bool), val.lengths[pick]
         with torch.no_grad():
             mu, _ = vae.encode(torch.from_numpy(x).float(), torch.from_numpy(lengths).long())
-            sounding, onset = vae.probabilities(mu, x.shape[1])  # (N, >=W, 2, P) each
-        sounding, onset = sounding[:, : x.shape[1]], onset[:, : x.shape[1]]
+            if not vae.cfg.autoregressive:
+                sounding, onset = vae.probabilities(mu, x.shape[1])  # (N, >=W, 2, P) each
+                sounding, onset = sounding[:, : x.shape[1]], onset[:, : x.shape[1]]
         mask = length_mask(lengths, x.shape[1])[:, :, None, None]  # (N, W, 1, 1)
         source_onsets = x[:, :, :, ONSET] & mask
         source_share = float(source_onsets[:, :, RIGHT].sum() / max(source_onsets.sum(), 1))
         print(f"{style}: {len(pick)} windows, the sources' right hand holds {source_share:.3f} of the onsets")
         for t in THRESHOLDS:
-            decided = vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), t).numpy() > 0.5
+            if vae.cfg.autoregressive:  # its decided frames feed back: one decoding per threshold
+                decided = vae.generate(mu, x.shape[1], t).numpy() > t  # (N, W, 2, 2, P): the decided roll
+            else:
+                decided = vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), t).numpy() > 0.5
             hand_f1 = {h: f1(decided[:, :, hand, SOUNDING] & mask[..., 0], x[:, :, hand, SOUNDING] & mask[..., 0])
                        for h, hand in (("right", RIGHT), ("left", LEFT))}
             onsets = decided[:, :, :, ONSET] & mask

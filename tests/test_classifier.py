@@ -120,8 +120,26 @@ def test_stage_writes_weights_only_checkpoints_and_metrics(project):
         assert set(test) >= {"accuracy", "balanced_accuracy", "confusion", "undecided"}
         decided = sum(sum(row.values()) for row in test["confusion"].values())
         assert decided + sum(test["undecided"].values()) == test["windows"] > 0
-    # the two styles are far apart: the judge tells them apart on real test windows
+    # the two styles are far apart: the judge tells them apart on real test windows, and in other keys
     assert j["test"]["balanced_accuracy"] >= 0.8
+    assert j["test_transposed"]["balanced_accuracy"] >= 0.8
+    assert j["test_transposed"]["windows"] == j["test"]["windows"]
+    assert all("test_transposed" in m for m in j["members"].values())
+
+
+def test_the_classifier_encodes_its_training_windows_in_seeded_random_keys(project):
+    from midistyle.classifier import encode_split
+    from midistyle.model import load_vae
+    from midistyle.shards import ShardIndex
+
+    vae, _ = load_vae(project.vae)
+    index = ShardIndex.open(project.shards)
+    as_written, styles = encode_split(vae, index, "train")
+    moved, moved_styles = encode_split(vae, index, "train", keys=(-5, 6), seed=7)
+    again, _ = encode_split(vae, index, "train", keys=(-5, 6), seed=7)
+    assert np.array_equal(styles, moved_styles) and np.array_equal(moved, again)
+    same = np.isclose(moved, as_written, atol=1e-6).all(axis=1)
+    assert 0 < same.mean() < 0.5  # a shift of 0 leaves about 1 window in 12 as written
 
 
 def test_judge_reads_rolls_without_the_vae_and_ignores_padding():

@@ -377,7 +377,7 @@ def test_the_no_op_run_has_exactly_the_methods_of_a_real_run():
 
 
 def test_transpose_moves_each_window_by_its_own_semitones_and_drops_what_leaves_the_range():
-    from midistyle.train import transpose
+    from midistyle.augment import transpose
     x = torch.zeros(3, 4, 2, 2, 51)
     x[:, :, 0, 0, 10] = 1  # a low note, right hand sounding
     x[:, :, 1, 1, 50] = 1  # the top row, left hand onset
@@ -389,6 +389,11 @@ def test_transpose_moves_each_window_by_its_own_semitones_and_drops_what_leaves_
         assert y[i, :, 0, 0].nonzero()[:, 1].tolist() == [10 + s] * 4
         assert y[i, :, 1, 1].nonzero()[:, 1].tolist() == ([50 + s] * 4 if s <= 0 else [])
     assert torch.equal(transpose(x, 0, 0), x)
+    # the judge and the latent classifier draw from their own seeded generator, not the global one
+    torch.manual_seed(1)
+    a = transpose(x, -5, 6, torch.Generator().manual_seed(5))
+    torch.manual_seed(2)
+    assert torch.equal(a, transpose(x, -5, 6, torch.Generator().manual_seed(5)))
 
 
 def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_keeps_fp32_weights():

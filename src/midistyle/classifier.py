@@ -2,10 +2,14 @@
 
 It is trained on ``mu`` of the training windows with the VAE frozen, so it
 describes the VAE's latent space as it is; classifier-guided transfer follows
-its gradient. Its checkpoint also carries each style's region of the latent
-space (mean and Cholesky factor of the covariance of the training ``mu``): the
-attribute-vector transfer moves along differences of the means, and
-``midistyle generate`` samples from the Gaussians.
+its gradient. Each training window is encoded moved to a random key first
+(``classifier.transpose``, :mod:`midistyle.augment`), so that neither the
+classifier nor the style regions take the styles' usual keys for their style
+(the masses keep to the white keys and B flat). Its checkpoint also carries
+each style's region of the latent space (mean and Cholesky factor of the
+covariance of the training ``mu``): the attribute-vector transfer moves along
+differences of the means, and ``midistyle generate`` samples from the
+Gaussians.
 
 Styles are imbalanced (pop has ~5x the windows of jazz in the reference corpus),
 so the loss is class-weighted and models are selected on the validation split's
@@ -30,6 +34,7 @@ import torch
 from torch import nn
 
 from midistyle import layout
+from midistyle.augment import transpose
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected, shuffled_batches
@@ -127,11 +132,15 @@ def encode_rolls(vae: StyleVAE, rolls: np.ndarray, lengths: np.ndarray, batch_si
 
 
 def encode_split(vae: StyleVAE, index: ShardIndex, split: str, batch_size: int = 512,
-                 device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """``mu`` and style of every window of a split, one shard in memory at a time."""
+                 device: torch.device | str = "cpu", keys: tuple[int, int] = (0, 0), seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``mu`` and style of every window of a split, one shard in memory at a time. ``keys`` = [low, high]: each
+    window is first moved by a random number of semitones in it (a generator seeded with ``seed``)."""
     mus, styles = [], []
+    shifts = torch.Generator().manual_seed(seed)
     for batch in index.iter_batches(split, batch_size, shuffle=False, seed=0):
-        mus.append(encode_rolls(vae, batch.rolls, batch.lengths, batch_size, device))
+        rolls = transpose(torch.from_numpy(np.asarray(batch.rolls)).float(), *keys, shifts).numpy()
+        mus.append(encode_rolls(vae, rolls, batch.lengths, batch_size, device))
         styles.append(batch.style.astype(np.int64))
     if not mus:
         raise UserError(f"{index.root}: no {split} windows")
@@ -231,8 +240,9 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | 
     device = torch.device("cpu")
     with start_run(params, "train_classifier") as run:
         mu, style = {}, {}
-        for split in ("train", "val", "test"):
-            mu[split], style[split] = encode_split(vae, index, split, device=device)
+        for split in ("train", "val", "test"):  # training windows in every key: the regions hold style, not key
+            keys = tuple(params.classifier.transpose) if split == "train" else (0, 0)
+            mu[split], style[split] = encode_split(vae, index, split, device=device, keys=keys, seed=params.seed)
         clf, clf_out = train_latent_classifier(mu, style, index.styles, params.classifier, params.seed,
                                                epoch_logger(run, "classifier", log))
         regions = style_regions(mu["train"], style["train"], len(index.styles))

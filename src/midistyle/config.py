@@ -151,7 +151,7 @@ class ModelParams:
     dropout: float = _f(ge=0.0, lt=1.0)
 
 
-MAX_TRANSPOSE = 24  # train.transpose: at most two octaves either way
+MAX_TRANSPOSE = 24  # train, classifier and judge .transpose: at most two octaves either way
 
 
 @dataclass(frozen=True)
@@ -183,10 +183,13 @@ class TrainParams:
     def check(self, where: str) -> None:
         if self.min_lr > self.lr:
             raise ConfigError(f"{where}.min_lr: must be at most {where}.lr ({self.lr}), got {self.min_lr}")
-        t = self.transpose
-        if len(t) != 2 or not -MAX_TRANSPOSE <= t[0] <= 0 <= t[1] <= MAX_TRANSPOSE:
-            raise ConfigError(f"{where}.transpose: must be [low, high] semitones with -{MAX_TRANSPOSE} <= low <= 0 "
-                              f"<= high <= {MAX_TRANSPOSE}, got {t}")
+        _check_transpose(self.transpose, where)
+
+
+def _check_transpose(t: list[int], where: str) -> None:
+    if len(t) != 2 or not -MAX_TRANSPOSE <= t[0] <= 0 <= t[1] <= MAX_TRANSPOSE:
+        raise ConfigError(f"{where}.transpose: must be [low, high] semitones with -{MAX_TRANSPOSE} <= low <= 0 "
+                          f"<= high <= {MAX_TRANSPOSE}, got {t}")
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,10 @@ class ClassifierParams:
     batch_size: int = _f(ge=1)
     weight_decay: float = _f(ge=0.0)
     patience: int = _f(ge=1)  # epochs without a better val balanced accuracy before stopping
+    transpose: list[int]  # [low, high]: each training window encoded moved by a random number of semitones in it
+
+    def check(self, where: str) -> None:
+        _check_transpose(self.transpose, where)
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,10 @@ class JudgeParams:
     batch_size: int = _f(ge=1)
     weight_decay: float = _f(ge=0.0)
     patience: int = _f(ge=1)
+    transpose: list[int]  # [low, high]: each training window moved by a random number of semitones in it
+
+    def check(self, where: str) -> None:
+        _check_transpose(self.transpose, where)
 
 
 TRANSFER_METHODS = ("attribute_vector", "classifier_guided", "attribute_search")  # midistyle.transfer has each

@@ -63,7 +63,7 @@ from midistyle.directions import Direction, parse_direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, atomic_write_text
 from midistyle.fitting import classification_metrics
-from midistyle.judge import agreed, judge_verdicts, judge_votes, load_judge
+from midistyle.judge import agreed, judge_verdicts, judge_votes, load_judge, moved_votes
 from midistyle.model import load_vae, vae_spec
 from midistyle.recon import add_counts, count_cells, reconstruct, scores
 from midistyle.report import write_report
@@ -244,7 +244,9 @@ def score_real_windows(index: ShardIndex, vae, classifier, judge, threshold: flo
     rec = scores(counts)
     return {
         "judge": classification_metrics(test.style, agreed(votes), styles)
-                 | {"members": {name: classification_metrics(test.style, v, styles) for name, v in votes.items()}},
+                 | {"members": {name: classification_metrics(test.style, v, styles) for name, v in votes.items()},
+                    # the same windows moved to other keys: a judge of style, not key, keeps its verdicts
+                    "other_keys": classification_metrics(test.style, agreed(moved_votes(judge, test, seed)), styles)},
         "latent_classifier": classification_metrics(test.style, predicted, styles),
         "reconstruction": {k: rec[k] for k in ("precision", "recall", "f1", "onset_precision", "onset_recall",
                                                 "onset_f1", "windows")}
@@ -528,6 +530,7 @@ def flat_summary(metrics: dict) -> dict[str, float]:
     out = {
         "judge_test_accuracy": metrics["judge"]["accuracy"],
         "judge_test_balanced_accuracy": metrics["judge"]["balanced_accuracy"],
+        "judge_test_other_keys_accuracy": metrics["judge"]["other_keys"]["accuracy"],
         "classifier_test_accuracy": metrics["latent_classifier"]["accuracy"],
         "classifier_test_balanced_accuracy": metrics["latent_classifier"]["balanced_accuracy"],
         "reconstruction_f1": metrics["reconstruction"]["f1"],

@@ -13,6 +13,13 @@ It is a panel of two members, the same network trained the same way:
 * ``heard`` reads them merged (a cell sounds or starts when it does in either
   hand): what a listener hears, who cannot tell which hand plays a note.
 
+Both members train on windows moved to other keys (``judge.transpose``,
+:mod:`midistyle.augment`): trained on the pieces as written, the panel called
+0.83-0.87 of the renaissance windows moved up or down a semitone baroque, since
+the masses keep to the white keys and B flat. A judge of key would let a
+transfer pass by adding black keys. ``test_transposed`` in its metrics is the
+test split with every window moved by a seeded shift in :data:`KEY_CHECK`.
+
 Both are as accurate on real windows, but the hands member's verdict follows
 notes moved from one hand into the other (benchmarks/judge_hands.py: baroque
 windows moved into the right hand were called renaissance 0.63 of the time), so
@@ -39,6 +46,7 @@ import torch
 from torch import nn
 
 from midistyle import layout
+from midistyle.augment import transpose
 from midistyle.errors import UserError
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
@@ -52,6 +60,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_KIND = "judge"
 MEMBERS = {"hands": False, "heard": True}  # member name -> merge_hands
 NO_VERDICT = -1  # the members disagree
+KEY_CHECK = (-5, 6)  # test_transposed: each test window moved by a seeded number of semitones in it (every key)
 
 
 @dataclass(frozen=True)
@@ -146,8 +155,9 @@ def train_judge(index: ShardIndex, jp, seed: int, device: torch.device | str = "
     styles = index.styles
 
     def batches(epoch: int):
+        keys = torch.Generator().manual_seed(seed * 1000 + epoch)  # this epoch's key changes (judge.transpose)
         for b in index.iter_batches("train", jp.batch_size, shuffle=True, seed=seed, epoch=epoch):
-            inputs = (torch.from_numpy(b.rolls).float(), torch.from_numpy(b.lengths).long())
+            inputs = (transpose(torch.from_numpy(b.rolls).float(), *jp.transpose, keys), torch.from_numpy(b.lengths).long())
             yield inputs, torch.from_numpy(b.style.astype(np.int64))
 
     val = index.load_split("val") if val is None else val
@@ -176,7 +186,23 @@ def train_panel(index: ShardIndex, jp, seed: int, device: torch.device | str = "
     panel = JudgePanel(members)
     scores = {split: classification_metrics(b.style, judge_verdicts(panel, b.rolls, b.lengths), index.styles)
               for split, b in splits.items()}
+    moved = moved_votes(panel, splits["test"], seed)
+    scores["test_transposed"] = classification_metrics(splits["test"].style, agreed(moved), index.styles)
+    for name, votes in moved.items():
+        member_metrics[name]["test_transposed"] = classification_metrics(splits["test"].style, votes, index.styles)
     return panel, {"metrics": {**scores, "members": member_metrics}}
+
+
+def moved_votes(panel: JudgePanel, test: Batch, seed: int, batch_size: int = 2048) -> dict[str, np.ndarray]:
+    """Each member's votes (N,) on the test windows, each window moved by a seeded shift in :data:`KEY_CHECK`:
+    a judge of style gives them the style of the windows as written."""
+    keys = torch.Generator().manual_seed(seed)
+    votes: dict[str, list[np.ndarray]] = {}
+    for lo in range(0, len(test.style), batch_size):
+        rolls = transpose(torch.from_numpy(np.asarray(test.rolls[lo : lo + batch_size])).float(), *KEY_CHECK, keys)
+        for name, v in judge_votes(panel, rolls.numpy() > 0.5, test.lengths[lo : lo + batch_size]).items():
+            votes.setdefault(name, []).append(v)
+    return {name: np.concatenate(v) for name, v in votes.items()}
 
 
 def save_judge(path: str | Path, panel: JudgePanel, styles: list[str], spec: RollSpec) -> Path:
@@ -208,9 +234,9 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, judge_path: str 
 
     It reads no VAE, so a new VAE (a ``dvc exp run -S train.*``) is judged by
     the same judge, which is not trained again. Writes ``models/judge.pt`` and
-    ``metrics/judge.json`` (the panel's and each member's val and test
-    accuracy, balanced accuracy, confusion and windows of no verdict), and logs
-    the curves to MLflow.
+    ``metrics/judge.json`` (the panel's and each member's val, test and
+    test_transposed accuracy, balanced accuracy, confusion and windows of no
+    verdict), and logs the curves to MLflow.
     """
     index = ShardIndex.open(shards_dir)
     with start_run(params, "train_judge") as run:
@@ -219,13 +245,15 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, judge_path: str 
         save_judge(judge_path, panel, index.styles, index.spec)
         metrics = {"styles": list(index.styles), **out["metrics"]}
         atomic_write_json(metrics_path, metrics)
-        for split in ("val", "test"):
+        splits = ("val", "test", "test_transposed")
+        for split in splits:
             run.log_metrics({f"judge_{split}_accuracy": metrics[split]["accuracy"],
                              f"judge_{split}_balanced_accuracy": metrics[split]["balanced_accuracy"]})
         for name, m in metrics["members"].items():
-            run.log_metrics({f"judge_{name}_{split}_accuracy": m[split]["accuracy"] for split in ("val", "test")})
-        log.info("judge test: accuracy %.3f, balanced accuracy %.3f (members: %s)", metrics["test"]["accuracy"],
-                 metrics["test"]["balanced_accuracy"],
+            run.log_metrics({f"judge_{name}_{split}_accuracy": m[split]["accuracy"] for split in splits})
+        log.info("judge test: accuracy %.3f, balanced accuracy %.3f, moved to other keys %.3f (members: %s)",
+                 metrics["test"]["accuracy"], metrics["test"]["balanced_accuracy"],
+                 metrics["test_transposed"]["accuracy"],
                  ", ".join(f"{name} {m['test']['accuracy']:.3f}" for name, m in metrics["members"].items()))
         run.log_artifact(metrics_path, "metrics")
         run.log_artifact(judge_path, "model")

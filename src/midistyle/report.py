@@ -273,12 +273,14 @@ def classifier_section(metrics: dict) -> str:
     for name, label in (("judge", "judge, both members agreeing (on piano rolls, independent of the VAE)"),
                         ("latent_classifier", "latent classifier (on the VAE's mu)")):
         m = metrics[name]
-        rows.append([esc(label), num(m["accuracy"]), num(m["balanced_accuracy"]), num(m["windows"])])
+        rows.append([esc(label), num(m["accuracy"]), num(m["balanced_accuracy"]),
+                     num(m.get("other_keys", {}).get("accuracy")), num(m["windows"])])
         parts.append(confusion_table(m, label))
         for member, mm in m.get("members", {}).items():
             rows.append([esc(f"… its member “{member}” ({JUDGE_MEMBERS.get(member, member)})"), num(mm["accuracy"]),
-                         num(mm["balanced_accuracy"]), num(mm["windows"])])
-    return table(["model", "accuracy", "balanced accuracy", "test windows"], rows) + '<div class="row">' + "".join(parts) + "</div>"
+                         num(mm["balanced_accuracy"]), "–", num(mm["windows"])])
+    return (table(["model", "accuracy", "balanced accuracy", "accuracy, each window moved to another key",
+                   "test windows"], rows) + '<div class="row">' + "".join(parts) + "</div>")
 
 
 def confusion_table(m: dict, label: str) -> str:
@@ -612,7 +614,8 @@ def render_page(metrics: dict, params, has_curves: bool, has_tradeoff: bool, lis
         ("targets", "At a glance", headline(metrics)
          + '<p class="note">The judge is a pair of networks trained on real piano rolls only, one reading the two '
            "hands and one the hands merged (a listener cannot hear which hand plays a note); a window is judged a "
-           "style only when both say it. <b>Plausible "
+           "style only when both say it. Both learn from windows moved to every key, so they judge style, not the "
+           "keys a style's pieces happen to be written in. <b>Plausible "
            "strength</b> is the share of a transfer's windows that the judge assigns to the target style <em>and</em> whose "
            "note density, polyphony and right hand's share of notes lie inside the target's real range (5th–95th "
            "percentile), so clutter, or a melody gone into the left hand, cannot pass; strength is the judge's verdict alone. Content is compared with the source bar by bar (chroma), "

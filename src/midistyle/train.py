@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from midistyle import layout
+from midistyle.augment import transpose
 from midistyle.config import Params, TrainParams, as_dict
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -189,20 +190,6 @@ def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.
     """Batch -> x float (B, W, 2, 2, P), lengths int64 (B,) on ``device``."""
     x = torch.from_numpy(batch.rolls).to(device=device, dtype=torch.float32)
     return x, torch.from_numpy(batch.lengths.astype(np.int64)).to(device)
-
-
-def transpose(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
-    """Every window moved by its own random number of semitones in ``low .. high`` (``train.transpose``; the
-    epoch's seeded torch generator draws them): x (B, W, 2, 2, P) -> same shape, notes leaving the range
-    dropped. The model meets each passage in every key, and stops learning the training pieces' keys by heart."""
-    if low == high == 0:
-        return x
-    P = x.shape[-1]
-    shifts = torch.randint(low, high + 1, (x.shape[0],)).to(x.device)  # (B,)
-    src = torch.arange(P, device=x.device) - shifts[:, None]  # (B, P): the row each output row comes from
-    valid = (src >= 0) & (src < P)
-    src = src.clamp(0, P - 1)[:, None, None, None, :].expand_as(x)
-    return x.gather(-1, src) * valid[:, None, None, None, :].to(x.dtype)
 
 
 def spread_windows(index: ShardIndex, split: str, n: int) -> Batch:
