@@ -127,6 +127,25 @@ def test_stage_writes_weights_only_checkpoints_and_metrics(project):
     assert all("test_transposed" in m for m in j["members"].values())
 
 
+def test_the_judge_trains_on_windows_moved_to_seeded_random_keys(project, monkeypatch):
+    from midistyle import judge
+    from midistyle.shards import ShardIndex
+    from tests.helpers_style import tiny_params
+
+    seen = []
+
+    def recording(x, low, high, generator=None):
+        seen.append((low, high, generator.initial_seed() if generator is not None else None))
+        return x
+
+    monkeypatch.setattr(judge, "transpose", recording)
+    params = tiny_params(judge={"epochs": 2, "patience": 2, "transpose": [-3, 4]})
+    judge.train_judge(ShardIndex.open(project.shards), params.judge, params.seed)
+    assert seen and {(lo, hi) for lo, hi, _ in seen} == {(-3, 4)}
+    # one seeded generator per epoch: the same run draws the same keys, the next epoch other ones
+    assert [g for *_, g in seen][0] == params.seed * 1000 + 1 and [g for *_, g in seen][-1] == params.seed * 1000 + 2
+
+
 def test_the_classifier_encodes_its_training_windows_in_seeded_random_keys(project):
     from midistyle.classifier import encode_split
     from midistyle.model import load_vae

@@ -15,8 +15,8 @@ It is a panel of two members, the same network trained the same way:
 
 Both members train on windows moved to other keys (``judge.transpose``,
 :mod:`midistyle.augment`): trained on the pieces as written, the panel called
-0.83-0.87 of the renaissance windows moved up or down a semitone baroque, since
-the masses keep to the white keys and B flat. A judge of key would let a
+0.73-0.79 of the renaissance test windows moved up or down a semitone baroque
+and 0.11-0.15 renaissance, since the masses keep to the white keys and B flat. A judge of key would let a
 transfer pass by adding black keys. ``test_transposed`` in its metrics is the
 test split with every window moved by a seeded shift in :data:`KEY_CHECK`.
 
