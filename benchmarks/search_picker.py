@@ -4,7 +4,8 @@ For every direction, every audible window of the validation pieces the
 tune_transfer stage uses is moved along each latent path of a ``--paths`` set
 (transfer.search_paths) at every alpha up to the direction's chosen cap
 (models/transfer_settings.json, or each of ``--caps``), decoded at the checkpoint's
-threshold plus each offset of an ``--offsets`` set (the real
+threshold plus each offset of an ``--offsets`` set, and in the right hand each offset of a
+``--right-hand-offsets`` set on top (the real
 :meth:`StyleTransfer.search_candidates`), and picked by two rules of
 :func:`pick_candidates`:
 
@@ -24,7 +25,8 @@ source. Test pieces are never read.
                                        [--paths mean_shift transport mean_shift,transport] [--rules typical]
                                        [--percentiles 5,95 10,90] [--caps 2 3 8]
                                        [--checks note_density,polyphony note_density,polyphony,right_hand_share]
-                                       [--key-weights 0 1 3 10] [--json benchmarks/results/search_paths.json]
+                                       [--key-weights 0 1 3 10] [--right-hand-offsets 0 0,-0.15,-0.3]
+                                       [--directions classical_to_jazz] [--json benchmarks/results/search_paths.json]
 
 ``--key-weights`` add that weight times a candidate's share of note starts whose
 pitch class does not sound in its source window (:func:`out_of_key`, printed as
@@ -55,7 +57,7 @@ from midistyle.tuning import split_textures
 from valsearch import ValSearch, write_table
 
 DEFAULT_OFFSETS = ("0,-0.15,0.15", "0,-0.15,0.15,-0.25", "0,-0.15,0.15,-0.25,-0.35", "0,-0.1,0.1,-0.2,0.2,-0.3")
-COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("band", "percentiles", "s"), ("texture checked", "checks", "s"), ("rule", "rule", "s"), ("key weight", "key_weight", "g"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
+COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("right hand", "right_hand_offsets", "s"), ("band", "percentiles", "s"), ("texture checked", "checks", "s"), ("rule", "rule", "s"), ("key weight", "key_weight", "g"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
            ("settled", "settled", ".3f"), ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
            ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f"), ("out of key", "out_of_key", ".3f"), ("density", "density", ".2f"),
            ("polyphony", "polyphony", ".2f"), ("gap closed: density", "gap_density", ".2f"),
@@ -89,6 +91,9 @@ def out_of_key(decoded: np.ndarray, sources: np.ndarray, pitch_low: int) -> np.n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--offsets", nargs="+", default=list(DEFAULT_OFFSETS), help="comma-separated offset sets")
+    ap.add_argument("--right-hand-offsets", nargs="+", default=["0"],
+                    help="comma-separated sets of offsets added to the right hand's threshold on top of each offset "
+                         "(transfer.search_right_hand_offsets; default: 0, both hands at one threshold)")
     ap.add_argument("--paths", nargs="+", default=["mean_shift"], help="comma-separated latent path sets")
     ap.add_argument("--rules", nargs="+", choices=("first", "typical"), default=["first", "typical"])
     ap.add_argument("--percentiles", nargs="+", default=None,
@@ -103,10 +108,15 @@ def main() -> None:
     ap.add_argument("--key-weights", type=float, nargs="+", default=[0.0],
                     help="weights of the out-of-key share (a candidate's note starts whose pitch class does not sound "
                          "in the source window) added to the typical pick's texture distance (default: 0, the rule now)")
+    ap.add_argument("--directions", nargs="+",
+                    help="only these directions, as source_to_target (default: every direction)")
     ap.add_argument("--json", default="benchmarks/results/search_picker.json")
     args = ap.parse_args()
     val = ValSearch.load()
     model = val.model
+    known = {f"{a}_to_{b}" for a in model.styles for b in model.styles if a != b}
+    if set(args.directions or []) - known:
+        raise SystemExit(f"--directions: unknown {sorted(set(args.directions) - known)}; known: {', '.join(sorted(known))}")
     caps = json.loads(layout.TRANSFER_SETTINGS.read_text())["chosen"]["attribute_search"]  # alpha caps only
     spb = model.spec.steps_per_beat
     real = {style: ms.window_features(w.rolls, w.length, spb) for style, w in val.windows.items()}
@@ -118,13 +128,17 @@ def main() -> None:
         lo, hi = (float(x) for x in band.split(","))
         bands[band] = {s: tuple(map(tuple, b.tolist())) for s, b in split_textures(index, "train", (lo, hi))[0].items()}
     every = ",".join(ms.WINDOW_FEATURES)
-    settings = [(p, o, b, c, k) for p in args.paths for o in args.offsets for b in (args.percentiles or list(bands))
+    settings = [(p, o, r, b, c, k) for p in args.paths for o in args.offsets for r in args.right_hand_offsets
+                for b in (args.percentiles or list(bands))
                 for c in (args.caps or [None]) for k in (args.checks or [every])]
-    for paths, offsets, band, fixed, checks in settings:
+    for paths, offsets, right_hand, band, fixed, checks in settings:
         space = replace(val.space, threshold_offsets=tuple(float(o) for o in offsets.split(",")),
+                        right_hand_offsets=tuple(float(o) for o in right_hand.split(",")),
                         paths=tuple(paths.split(",")), texture_bounds=open_bands(bands[band], checks.split(",")))
         per_alpha = space.per_alpha(model.threshold)
         for source, target, s, t, win, mu in val.directions():
+            if args.directions and f"{source}_to_{target}" not in args.directions:
+                continue
             cap = fixed if fixed is not None else float(caps[f"{source}_to_{target}"])
             decoded, miss, distance, _ = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
             C, N = miss.shape
@@ -142,7 +156,7 @@ def main() -> None:
                 chroma = np.nanmean([ms.chroma_similarity(win.rolls[n][: win.length[n]], bars,
                                                           decoded[pick[n], n][: win.length[n]], bars,
                                                           model.spec.pitch_low) for n in range(N)])
-                rows.append({"paths": paths, "offsets": offsets, "percentiles": band, "checks": checks, "rule": rule,
+                rows.append({"paths": paths, "offsets": offsets, "right_hand_offsets": right_hand, "percentiles": band, "checks": checks, "rule": rule,
                              "key_weight": key_weight, "out_of_key": float(np.nanmean(off_key[at])),
                              "direction": f"{source}_to_{target}",
                              "cap": cap, "settled": float((miss == 0).any(axis=0).mean()),

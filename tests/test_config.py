@@ -51,6 +51,10 @@ def test_repository_params_load():
         (lambda r: r["transfer"].update(search_paths=["sideways"]), r"transfer\.search_paths\[0\]: unknown path 'sideways'"),
         (lambda r: r["transfer"].update(search_paths=[]), r"transfer\.search_paths: must hold at least one path"),
         (lambda r: r["transfer"].update(search_paths=["transport", "transport"]), r"transfer\.search_paths: .*each once"),
+        (lambda r: r["transfer"].update(search_right_hand_offsets=[0.0, -0.6]),
+         r"transfer\.search_right_hand_offsets\[1\]: must be from -0.5 to 0.5"),
+        (lambda r: r["transfer"].update(search_right_hand_offsets=[]), r"transfer\.search_right_hand_offsets: must hold at"),
+        (lambda r: r["transfer"].update(search_threshold_offsets=[]), r"transfer\.search_threshold_offsets: must hold at"),
     ],
 )
 def test_bad_values_name_the_key(edit, message):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from midistyle.errors import UserError
-from midistyle.roll import iter_windows, midi_to_roll, read_piece
+from midistyle.roll import LEFT, RIGHT, iter_windows, midi_to_roll, read_piece
 from midistyle.transfer import (
     METHODS,
     MANIFEST_COLUMNS,
@@ -244,8 +244,8 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 # ---------------------------------------------------------------- attribute_search
 def _space(model, bounds=((0.0, 100.0), (0.0, 100.0), (0.0, 100.0)), min_probability=0.5, medians=(2.0, 2.0, 2.0),
-           paths=("mean_shift",)):
-    return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), {s: bounds for s in model.styles},
+           paths=("mean_shift",), right_hand=(0.0,)):
+    return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), right_hand, {s: bounds for s in model.styles},
                        min_probability, {s: medians for s in model.styles})
 
 
@@ -254,8 +254,15 @@ def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(mo
     assert space.alphas(1.0) == [0.5, 1.0]
     assert space.alphas(1.5) == [0.5, 1.0, 1.5]  # --strength can ask for a cap between grid values
     assert space.alphas(0.0) == [0.0]
-    assert space.thresholds(0.45) == [0.45, 0.3, 0.6]
-    assert space.thresholds(0.9) == [0.9, 0.75, 0.95]  # kept inside 0.05 .. 0.95
+    assert space.thresholds(0.45) == [(0.45, 0.45), (0.3, 0.3), (0.6, 0.6)]  # (right hand, left hand)
+    assert space.thresholds(0.9) == [(0.9, 0.9), (0.75, 0.75), (0.95, 0.95)]  # kept inside 0.05 .. 0.95
+    # right-hand offsets outside, nearest 0 first, on top of each threshold offset; repeats after clipping dropped
+    hands = _space(model, right_hand=(-0.3, 0.0, -0.15))
+    assert hands.thresholds(0.45) == [(0.45, 0.45), (0.3, 0.3), (0.6, 0.6), (0.3, 0.45), (0.15, 0.3), (0.45, 0.6),
+                                      (0.15, 0.45), (0.05, 0.3), (0.3, 0.6)]
+    assert hands.per_alpha(0.45) == 9
+    assert _space(model, right_hand=(0.0, -0.3)).thresholds(0.2) == [(0.2, 0.2), (0.05, 0.05), (0.35, 0.35),
+                                                                        (0.05, 0.2), (0.05, 0.35)]
 
 
 def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_free_decoding_bit_for_bit(model, monkeypatch):
@@ -278,6 +285,10 @@ def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_free_dec
     assert len(calls) == 3  # once per batch, not per threshold
     for th, dec in zip(thresholds, got):
         assert dec.dtype == bool and dec.any() and np.array_equal(dec, generated(model.vae, th))
+    # a (right hand, left hand) pair: each hand as the whole roll decoded at its own threshold
+    (pair,), _ = model.decode_windows(z, [(0.2, 0.6)])
+    assert np.array_equal(pair[:, :, RIGHT], generated(model.vae, 0.2)[:, :, RIGHT])
+    assert np.array_equal(pair[:, :, LEFT], generated(model.vae, 0.6)[:, :, LEFT])
     empty, no_holds = model.decode_windows(z[:0], thresholds)
     assert [d.shape for d in empty] == [(0, W, 2, 2, model.spec.n_pitches)] * 5
     assert no_holds.shape == (0, 2, model.spec.n_pitches)
@@ -292,6 +303,9 @@ def test_decoding_at_several_thresholds_runs_the_decoder_once_and_gives_free_dec
     rolls, holds = model.decode_windows(z, thresholds)
     for th, dec in zip(thresholds, rolls):
         assert np.array_equal(dec, generated(ar, th))
+    (pair,), _ = model.decode_windows(z, [(0.2, 0.6)])  # its hands' thresholds reach the frames it reads back
+    cut = torch.tensor([[0.2], [0.6]])
+    assert np.array_equal(pair, (ar.generate(z, steps=W, threshold=cut) > cut[..., None]).numpy())
     # its first frame reads no decided frame: teacher forcing on silence gives the free decoding's probabilities
     first = ar.cell_probs(ar.decode(z, torch.zeros(len(z), W, 2, 2, model.spec.n_pitches))[:, :1])
     torch.testing.assert_close(first[0][:, 0], ar.generate(z, steps=W)[:, 0, :, 0])
@@ -319,6 +333,9 @@ def test_pick_candidates_takes_the_gentlest_alpha_that_passes_and_there_the_most
     assert pick_candidates(decoded, miss, distance, 2).tolist() == [5, 6, 7, 3, 4]
     bounds = np.array([[1.0, 3.0], [2.0, 4.0]])
     np.testing.assert_allclose(texture_miss(np.array([[2.0, 3.0], [4.0, 1.0], [np.nan, 3.0]]), bounds), [0.0, 1.0, 1.0])
+    # windows every candidate of which misses by inf (silent) keep the first: what the search keeps too
+    assert pick_candidates(np.arange(2)[:, None].repeat(2, 1), np.array([[np.inf, 1.0], [np.inf, 0.5]]),
+                           np.zeros((2, 2)), 1).tolist() == [0, 1]
 
 
 def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
@@ -332,6 +349,13 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
     searched, searched_holds = model.search(mu, lengths, job)
     assert np.array_equal(searched, pick_candidates(decoded, miss, distance, 3))  # the search is the one rule
     assert np.array_equal(searched_holds, pick_candidates(holds, miss, distance, 3))  # each window's own holds
+    # tune_transfer's sweep over caps: each cap's windows are what the search under that cap writes
+    from types import SimpleNamespace
+    from midistyle.tuning import search_sweep
+    swept, swept_holds = search_sweep(model, SimpleNamespace(length=lengths), mu, s, t, [0.5, 1.0, 2.0], wide)
+    for g, cap in enumerate([0.5, 1.0, 2.0]):
+        rolls, cap_holds = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=cap, search=wide)))
+        assert np.array_equal(swept[g], rolls) and np.array_equal(swept_holds[g], cap_holds)
     feats = window_features(decoded.reshape(-1, *decoded.shape[2:]), np.tile(lengths, len(decoded)),
                             model.spec.steps_per_beat).reshape(*miss.shape, 3)
     np.testing.assert_allclose(distance, np.nan_to_num(np.abs(feats - 2.0).sum(-1) / 100.0, nan=np.inf))

@@ -237,6 +237,7 @@ class TransferParams:
     guided_steps_grid: list[int]  # classifier-guided: step counts tried, ascending
     search_paths: list[str]  # attribute_search: the latent paths tried at every alpha (SEARCH_PATHS); equal picks: the first
     search_threshold_offsets: list[float]  # attribute_search: added to the checkpoint's decision threshold
+    search_right_hand_offsets: list[float]  # attribute_search: added to the right hand's threshold on top of each
     search_percentiles: list[float]  # attribute_search: the accepted band of the target's training windows' texture
     search_min_probability: float = _f(ge=0.0, lt=1.0)  # attribute_search: the latent classifier's least target probability
     target_strength: float = _f(gt=0.0, le=1.0)
@@ -256,11 +257,13 @@ class TransferParams:
         for i, path in enumerate(self.search_paths):
             if path not in SEARCH_PATHS:
                 raise ConfigError(f"{where}.search_paths[{i}]: unknown path {path!r}; known: {list(SEARCH_PATHS)}")
-        if not self.search_threshold_offsets:
-            raise ConfigError(f"{where}.search_threshold_offsets: must hold at least one value")
-        for i, o in enumerate(self.search_threshold_offsets):
-            if not -0.5 <= o <= 0.5:
-                raise ConfigError(f"{where}.search_threshold_offsets[{i}]: must be from -0.5 to 0.5, got {o!r}")
+        for key in ("search_threshold_offsets", "search_right_hand_offsets"):
+            offsets = getattr(self, key)
+            if not offsets:
+                raise ConfigError(f"{where}.{key}: must hold at least one value")
+            for i, o in enumerate(offsets):
+                if not -0.5 <= o <= 0.5:
+                    raise ConfigError(f"{where}.{key}[{i}]: must be from -0.5 to 0.5, got {o!r}")
         lo_hi = self.search_percentiles
         if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
             raise ConfigError(f"{where}.search_percentiles: must be [low, high] with 0 <= low < high <= 100, got {lo_hi}")

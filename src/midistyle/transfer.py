@@ -19,7 +19,10 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
 * ``attribute_search``: generate and test, window by window. Candidates are the
   moves of every ``transfer.search_paths`` path at every ``alpha`` of
   ``transfer.alpha_grid`` up to the chosen one, each decoded at the checkpoint's
-  threshold plus each of ``transfer.search_threshold_offsets``. The paths
+  threshold plus each of ``transfer.search_threshold_offsets``, the right hand's
+  threshold moved again by each of ``transfer.search_right_hand_offsets`` (the
+  hands' balance: where the decoder spreads a line over several pitches, no
+  single cell of it passes one threshold for both hands). The paths
   (:meth:`StyleTransfer.path_vectors`), ``z = mu + alpha * d``:
 
   - ``mean_shift``: ``d = mean_mu[target] - mean_mu[source]``, the attribute vector;
@@ -37,7 +40,9 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
   style's **training** windows (:class:`SearchSpace`). A window keeps, at the
   smallest alpha where any of its candidates passes, the passing one whose texture
   lies nearest the target's median training window (the most typical texture
-  among equally gentle moves); when none passes, the candidate that misses least.
+  among equally gentle moves); when none passes, the candidate that misses least
+  (a silent candidate misses by infinity: a sounding window comes back silent
+  only when every candidate is).
   The judge takes no part: it only evaluates.
 
 ``alpha`` and ``guided_steps`` are chosen per direction on validation pieces by
@@ -59,6 +64,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from typing import Optional
 from pathlib import Path
 
@@ -104,6 +110,11 @@ def check_step_count(steps: int) -> int:
     return steps
 
 
+def clip_threshold(t: float) -> float:
+    """A decision threshold kept inside 0.05 .. 0.95 (rounded: equal thresholds compare equal)."""
+    return round(min(0.95, max(0.05, t)), 6)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """What ``attribute_search`` tries per window and which texture it accepts (written by tune_transfer)."""
@@ -111,6 +122,7 @@ class SearchSpace:
     alpha_grid: tuple[float, ...]  # transfer.alpha_grid
     paths: tuple[str, ...]  # transfer.search_paths: the latent paths tried at every alpha
     threshold_offsets: tuple[float, ...]  # transfer.search_threshold_offsets, added to the checkpoint's threshold
+    right_hand_offsets: tuple[float, ...]  # transfer.search_right_hand_offsets, added to the right hand's only
     # style -> ((lo, hi) per feature of ms.WINDOW_FEATURES): transfer.search_percentiles of its training windows
     texture_bounds: dict[str, tuple]
     min_probability: float  # transfer.search_min_probability: the least target probability of the latent classifier
@@ -120,13 +132,15 @@ class SearchSpace:
         """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
         return sorted({float(a) for a in self.alpha_grid if a <= cap} | {float(cap)})
 
-    def thresholds(self, base: float) -> list[float]:
-        """Decision thresholds tried, nearest ``base`` first (each kept inside 0.05 .. 0.95)."""
-        out: list[float] = []
-        for o in sorted(self.threshold_offsets, key=abs):
-            t = round(min(0.95, max(0.05, base + o)), 6)
-            if t not in out:
-                out.append(t)
+    def thresholds(self, base: float) -> list[tuple[float, float]]:
+        """Decision thresholds tried, (right hand, left hand) pairs: right-hand offsets outside, nearest 0
+        first, threshold offsets inside, nearest 0 first; each kept inside 0.05 .. 0.95, repeats dropped."""
+        out: list[tuple[float, float]] = []
+        for r in sorted(self.right_hand_offsets, key=abs):
+            for o in sorted(self.threshold_offsets, key=abs):
+                pair = (clip_threshold(base + o + r), clip_threshold(base + o))
+                if pair not in out:
+                    out.append(pair)
         return out
 
     def per_alpha(self, base: float) -> int:
@@ -136,6 +150,7 @@ class SearchSpace:
     def to_json(self) -> dict:
         return {"alpha_grid": list(self.alpha_grid), "paths": list(self.paths),
                 "threshold_offsets": list(self.threshold_offsets),
+                "right_hand_offsets": list(self.right_hand_offsets),
                 "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()},
                 "min_probability": self.min_probability,
                 "texture_medians": {k: list(v) for k, v in self.texture_medians.items()}}
@@ -152,6 +167,7 @@ class SearchSpace:
                              f"({', '.join(ms.WINDOW_FEATURES)})")
         return cls(tuple(float(a) for a in data["alpha_grid"]), paths,
                    tuple(float(o) for o in data["threshold_offsets"]),
+                   tuple(float(o) for o in data["right_hand_offsets"]),
                    {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
                    float(data["min_probability"]),
                    {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()})
@@ -334,9 +350,9 @@ class StyleTransfer:
         return out
 
     @torch.no_grad()
-    def decode_windows(self, z: torch.Tensor, thresholds: list[float]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Free decoding at each of ``thresholds`` (each in (0, 1)): z (N, Z) -> bool windows (N, W, 2, 2, P) per
-        threshold, and the windows' holds (N, 2, P), the same at every threshold: the cells of the first frame
+    def decode_windows(self, z: torch.Tensor, thresholds: list) -> tuple[list[np.ndarray], np.ndarray]:
+        """Free decoding at each of ``thresholds`` (each in (0, 1), or a (right hand, left hand) pair of them):
+        z (N, Z) -> bool windows (N, W, 2, 2, P) per threshold, and the windows' holds (N, 2, P), the same at every threshold: the cells of the first frame
         that continue a note sounding just before the window, where one does (:func:`tie_windows`). A window is
         decoded alone, so every note of its first frame starts there; the decoder's P(onset | sounding) of that
         frame says which of them it would hold, by the rule :meth:`StyleVAE.decide` applies inside a window.
@@ -347,16 +363,18 @@ class StyleTransfer:
         W, P = self.spec.window_steps, self.spec.n_pitches
         out: list[list[np.ndarray]] = [[] for _ in thresholds]
         holds = []
+        # per hand: (2, 1) against a frame's cells (2, P)
+        cuts = [torch.as_tensor(th, dtype=torch.float32, device=z.device).reshape(-1, 1) for th in thresholds]
         for lo in range(0, len(z), DECODE_BATCH):
             zb = z[lo : lo + DECODE_BATCH]
             if self.vae.cfg.autoregressive:
-                rolls = [self.vae.generate(zb, steps=W, threshold=th) > th for th in thresholds]
+                rolls = [self.vae.generate(zb, steps=W, threshold=th) > th[..., None] for th in cuts]
                 # the first frame reads no decided frame: teacher forcing on silence gives its probabilities
                 onset = self.vae.cell_probs(self.vae.decode(zb, zb.new_zeros(len(zb), W, 2, 2, P))[:, :1])[1]
             else:
                 sounding, onset = self.vae.probabilities(zb, steps=W)
                 rolls = [self.vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), th)[:, :W] > 0.5
-                         for th in thresholds]
+                         for th in cuts]
             holds.append((onset[:, 0] <= self.vae.onset_threshold).cpu().numpy())
             for got, roll in zip(out, rolls):
                 got.append(roll.cpu().numpy())
@@ -412,31 +430,42 @@ class StyleTransfer:
     def search(self, mu: torch.Tensor, lengths: np.ndarray, job: Job) -> tuple[np.ndarray, np.ndarray]:
         """``attribute_search``: per window :func:`pick_candidates`'s choice (module docstring), as decoded
         windows (N, W, 2, 2, P) cleared past each window's length, with their holds (N, 2, P)
-        (:meth:`decode_windows`). An alpha's candidates are decoded only for the windows that no gentler alpha
-        settled."""
-        space, s, t = job.settings.search, job.source, job.target
+        (:meth:`decode_windows`)."""
+        space = job.settings.search
         if job.settings.alpha == 0:  # strength 0: the plain reconstruction
             rolls, holds = self.decode_windows(mu, [self.threshold])
             return rolls[0], holds
+        for _, out, out_holds in self.search_steps(mu, lengths, job.source, job.target,
+                                                   space.alphas(job.settings.alpha), space):
+            pass
+        return out, out_holds
+
+    def search_steps(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
+                     space: SearchSpace) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
+        """attribute_search alpha by alpha (``alphas`` ascending): after each, (alpha, windows (N, W, 2, 2, P),
+        holds (N, 2, P)), every window's choice under that alpha as the cap. The arrays are updated in place by
+        the next alpha. An alpha's candidates are decoded only for the windows that no gentler alpha settled:
+        their choice stays; the others keep the first that misses least over every alpha so far."""
         out = np.zeros((len(mu), self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
         out_holds = np.zeros((len(mu), 2, self.spec.n_pitches), bool)
         best = np.full(len(mu), np.inf)
+        kept = np.zeros(len(mu), bool)  # whether a fallback was kept (every candidate of a window may miss by inf)
         todo = np.arange(len(mu))
-        for alpha in space.alphas(job.settings.alpha):  # one alpha's thresholds at a time: :func:`pick_candidates`
-            if len(todo) == 0:
-                break
-            block = self.candidates(mu[todo], lengths[todo], s, t, alpha, space)
-            dec, miss, dist, holds = (np.stack([c[k] for c in block]) for k in range(4))  # (C, n, ...), (C, n) x 2
-            settled = (miss == 0).any(axis=0)
-            for got, of in ((out, dec), (out_holds, holds)):
-                got[todo[settled]] = pick_candidates(of[:, settled], miss[:, settled], dist[:, settled], len(block))
-            least = miss.min(axis=0)  # the rest keep the first that misses least, over every alpha so far
-            better = ~settled & (least < best[todo])
-            for got, of in ((out, dec), (out_holds, holds)):
-                got[todo[better]] = of[np.argmin(miss, axis=0), np.arange(len(todo))][better]
-            best[todo[better]] = least[better]
-            todo = todo[~settled]
-        return out, out_holds
+        for alpha in alphas:  # one alpha's thresholds at a time: :func:`pick_candidates`
+            if len(todo):
+                block = self.candidates(mu[todo], lengths[todo], source, target, alpha, space)
+                dec, miss, dist, holds = (np.stack([c[k] for c in block]) for k in range(4))  # (C, n, ...), (C, n) x 2
+                settled = (miss == 0).any(axis=0)
+                for got, of in ((out, dec), (out_holds, holds)):
+                    got[todo[settled]] = pick_candidates(of[:, settled], miss[:, settled], dist[:, settled], len(block))
+                least = miss.min(axis=0)
+                better = ~settled & ((least < best[todo]) | ~kept[todo])
+                for got, of in ((out, dec), (out_holds, holds)):
+                    got[todo[better]] = of[np.argmin(miss, axis=0), np.arange(len(todo))][better]
+                best[todo[better]] = least[better]
+                kept[todo[better]] = True
+                todo = todo[~settled]
+            yield alpha, out, out_holds
 
     def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
                           space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -491,7 +520,9 @@ class StyleTransfer:
                 continue
             off = off_target(self.style_probs(self.encode_arrays(dec, lengths)), target, space.min_probability)
             features = ms.window_features(dec, lengths, self.spec.steps_per_beat)
-            out.append((dec, off + texture_miss(features, bounds),
+            silent = ~dec.reshape(len(dec), -1).any(axis=1)  # a sounding source window: never silence while
+            # a candidate has notes, however far their texture lies from the band
+            out.append((dec, np.where(silent, np.inf, off + texture_miss(features, bounds)),
                         space.texture_distance(features, self.styles[target]), holds))
         return out
 

@@ -43,7 +43,7 @@ from midistyle.fileio import atomic_write_json, staged_dir
 from midistyle.roll import read_piece
 from midistyle.shards import ShardIndex
 from midistyle.transfer import (KNOBS, SETTINGS_KIND, SearchSpace, StyleTransfer, TransferSettings, audible_windows,
-                                pick_candidates, select_pieces)
+                                select_pieces)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def search_space(index: ShardIndex, tp) -> SearchSpace:
     """attribute_search's candidates and accepted texture, from params' ``transfer`` and the training windows."""
     bounds, medians = split_textures(index, "train", tuple(tp.search_percentiles))
     return SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_paths), tuple(tp.search_threshold_offsets),
-                       {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
+                       tuple(tp.search_right_hand_offsets), {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
                        {s: tuple(m.tolist()) for s, m in medians.items()})
 
 
@@ -140,19 +140,14 @@ def sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, method
 
 def search_sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor, source: int, target: int,
                  grid: list, space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
-    """attribute_search at every cap of ``grid``, windows (G, N, W, 2, 2, P) and their holds (G, N, 2, P): the
-    candidates of every alpha are decoded once; under cap ``grid[g]`` a window keeps
-    :func:`~midistyle.transfer.pick_candidates`'s choice among the candidates of the alphas up to it (what
-    :meth:`StyleTransfer.search` picks)."""
+    """attribute_search at every cap of ``grid``, windows (G, N, W, 2, 2, P) and their holds (G, N, 2, P): one
+    pass alpha by alpha (:meth:`~midistyle.transfer.StyleTransfer.search_steps`, what the transfer runs),
+    each cap's choice taken when its alpha is done."""
     alphas = sorted({float(a) for a in grid} | set(space.alphas(max(grid))))
-    per_alpha = space.per_alpha(model.threshold)
-    decoded, miss, distance, holds = model.search_candidates(mu, windows.length, source, target, alphas, space)
-    out: tuple[list, list] = ([], [])
-    for cap in grid:
-        k = (alphas.index(float(cap)) + 1) * per_alpha  # the candidates of alphas up to the cap
-        for got, of in zip(out, (decoded, holds)):
-            got.append(pick_candidates(of[:k], miss[:k], distance[:k], per_alpha))
-    return np.stack(out[0]), np.stack(out[1])
+    at: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    for alpha, out, holds in model.search_steps(mu, windows.length, source, target, alphas, space):
+        at[alpha] = (out.copy(), holds.copy())
+    return np.stack([at[float(c)][0] for c in grid]), np.stack([at[float(c)][1] for c in grid])
 
 
 def selection_scores(model: StyleTransfer, decoded: np.ndarray, lengths: np.ndarray, target: int,
