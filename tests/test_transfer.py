@@ -349,6 +349,25 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
     searched, searched_holds = model.search(mu, lengths, job)
     assert np.array_equal(searched, pick_candidates(decoded, miss, distance, 3))  # the search is the one rule
     assert np.array_equal(searched_holds, pick_candidates(holds, miss, distance, 3))  # each window's own holds
+    # lazily (only the misses that decide): the same choice per alpha, from fewer re-encoded windows
+    encoded = []
+    encode_arrays = model.encode_arrays
+    model.encode_arrays = lambda rolls, lens: encoded.append(len(rolls)) or encode_arrays(rolls, lens)
+    try:
+        for a in wide.alphas(2.0):
+            counts = []
+            for lazy in (False, True):
+                encoded.clear()
+                block = model.candidates(mu, lengths, s, t, a, wide, lazy=lazy)
+                counts.append(sum(encoded))
+                m, d = np.stack([b[1] for b in block]), np.stack([b[2] for b in block])
+                picks = pick_candidates(np.arange(len(block))[:, None].repeat(len(windows), 1), m, d, len(block))
+                if lazy:
+                    assert np.array_equal(picks, full_picks) and np.array_equal(m == 0, full_m == 0)
+                full_picks, full_m = picks, m
+            assert counts[1] <= counts[0]
+    finally:
+        model.encode_arrays = encode_arrays
     # tune_transfer's sweep over caps: each cap's windows are what the search under that cap writes
     from types import SimpleNamespace
     from midistyle.tuning import search_sweep

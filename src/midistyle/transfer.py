@@ -453,7 +453,7 @@ class StyleTransfer:
         todo = np.arange(len(mu))
         for alpha in alphas:  # one alpha's thresholds at a time: :func:`pick_candidates`
             if len(todo):
-                block = self.candidates(mu[todo], lengths[todo], source, target, alpha, space)
+                block = self.candidates(mu[todo], lengths[todo], source, target, alpha, space, lazy=True)
                 dec, miss, dist, holds = (np.stack([c[k] for c in block]) for k in range(4))  # (C, n, ...), (C, n) x 2
                 settled = (miss == 0).any(axis=0)
                 for got, of in ((out, dec), (out_holds, holds)):
@@ -496,35 +496,55 @@ class StyleTransfer:
         return out
 
     def candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
-                   space: SearchSpace) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+                   space: SearchSpace, lazy: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """The candidates of one alpha, one per path and threshold of ``space`` (paths outside, the checkpoint's
         threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
         window's length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
         classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its texture
         (density, polyphony, right-hand share) lies inside the target's training band (else + the distance
-        outside it, in band widths);
+        outside it, in band widths; a silent window misses by inf);
         its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`); and its
-        holds (N, 2, P) (:meth:`decode_windows`)."""
+        holds (N, 2, P) (:meth:`decode_windows`). ``lazy``: only the misses that decide the search's choice
+        (:meth:`classifier_misses`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (F features, lo/hi)
         thresholds = space.thresholds(self.threshold)
-        decoded = [(dec, holds) for d in self.path_vectors(mu, source, target, space.paths)
+        decoded = [(dec & inside, holds) for d in self.path_vectors(mu, source, target, space.paths)
                    for rolls, holds in [self.decode_windows(mu + alpha * d, thresholds)] for dec in rolls]
-        out = []
-        for dec, holds in decoded:
-            dec &= inside
-            if len(dec) == 0:
-                out.append((dec, np.zeros(0), np.zeros(0), holds))
-                continue
-            off = off_target(self.style_probs(self.encode_arrays(dec, lengths)), target, space.min_probability)
+        textures, distances = [], []
+        for dec, _ in decoded:
             features = ms.window_features(dec, lengths, self.spec.steps_per_beat)
             silent = ~dec.reshape(len(dec), -1).any(axis=1)  # a sounding source window: never silence while
             # a candidate has notes, however far their texture lies from the band
-            out.append((dec, np.where(silent, np.inf, off + texture_miss(features, bounds)),
-                        space.texture_distance(features, self.styles[target]), holds))
-        return out
+            textures.append(np.where(silent, np.inf, texture_miss(features, bounds)))
+            distances.append(space.texture_distance(features, self.styles[target]))
+        miss = self.classifier_misses([dec for dec, _ in decoded], lengths, target, np.stack(textures),
+                                      space.min_probability, lazy)
+        return [(dec, miss[c], distances[c], holds) for c, (dec, holds) in enumerate(decoded)]
+
+    def classifier_misses(self, decoded: list[np.ndarray], lengths: np.ndarray, target: int, texture: np.ndarray,
+                          min_probability: float, lazy: bool) -> np.ndarray:
+        """Candidates' misses (C, N): texture miss (C, N) + 1 where the latent classifier, re-encoding the window,
+        does not give the target at least ``min_probability``. Every sounding candidate is re-encoded, or with
+        ``lazy`` only those that can decide :meth:`search_steps`'s choice: first those inside the texture band
+        (they may pass), then, for each window none of them passes, those whose texture miss is at most the
+        least miss known (one of them misses least). The others keep texture + 1, above their window's least
+        miss, so the choice is the same as with every miss known."""
+        C, N = texture.shape
+        miss = texture + 1.0
+        asked = np.zeros((C, N), bool)
+        ask = (texture == 0) if lazy else np.isfinite(texture)
+        for _ in range(2 if lazy else 1):
+            for c in np.nonzero(ask.any(axis=1))[0]:
+                n = np.nonzero(ask[c])[0]
+                probs = self.style_probs(self.encode_arrays(decoded[c][n], lengths[n]))
+                miss[c, n] = texture[c, n] + off_target(probs, target, min_probability)
+            asked |= ask
+            settled = (miss == 0).any(axis=0)
+            ask = ~asked & ~settled[None] & np.isfinite(texture) & (texture <= miss.min(axis=0)[None])
+        return miss
 
     def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
         src = torch.full((len(mu),), job.source, dtype=torch.long, device=mu.device)
