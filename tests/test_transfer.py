@@ -338,7 +338,7 @@ def test_pick_candidates_takes_the_gentlest_alpha_that_passes_and_there_the_most
                            np.zeros((2, 2)), 1).tolist() == [0, 1]
 
 
-def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
+def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project, monkeypatch):
     piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
     windows = [w for w in piece_windows(piece, model.spec) if w.notes]
     mu, lengths = model.encode(windows), np.array([w.length for w in windows])
@@ -352,28 +352,27 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project):
     # lazily (only the misses that decide): the same choice per alpha, from fewer re-encoded windows
     encoded = []
     encode_arrays = model.encode_arrays
-    model.encode_arrays = lambda rolls, lens: encoded.append(len(rolls)) or encode_arrays(rolls, lens)
-    try:
-        for a in wide.alphas(2.0):
-            counts = []
-            for lazy in (False, True):
-                encoded.clear()
-                block = model.candidates(mu, lengths, s, t, a, wide, lazy=lazy)
-                counts.append(sum(encoded))
-                m, d = np.stack([b[1] for b in block]), np.stack([b[2] for b in block])
-                picks = pick_candidates(np.arange(len(block))[:, None].repeat(len(windows), 1), m, d, len(block))
-                if lazy:
-                    assert np.array_equal(picks, full_picks) and np.array_equal(m == 0, full_m == 0)
-                full_picks, full_m = picks, m
-            assert counts[1] <= counts[0]
-    finally:
-        model.encode_arrays = encode_arrays
+    monkeypatch.setattr(model, "encode_arrays", lambda rolls, lens: encoded.append(len(rolls)) or encode_arrays(rolls, lens))
+    counts = {False: 0, True: 0}
+    for space, a in [(sp, a) for sp in (wide, _space(model, ((50.0, 50.0),) * 3)) for a in wide.alphas(2.0)]:
+        for lazy in (False, True):  # a band every candidate passes, and one none passes
+            encoded.clear()
+            block = model.candidates(mu, lengths, s, t, a, space, lazy=lazy)
+            counts[lazy] += sum(encoded)
+            m, d = np.stack([b[1] for b in block]), np.stack([b[2] for b in block])
+            picks = pick_candidates(np.arange(len(block))[:, None].repeat(len(windows), 1), m, d, len(block))
+            if lazy:
+                assert np.array_equal(picks, full_picks) and np.array_equal(m == 0, full_m == 0)
+            full_picks, full_m = picks, m
+    assert counts[True] < counts[False]  # some candidates were never re-encoded
+    monkeypatch.undo()
     # tune_transfer's sweep over caps: each cap's windows are what the search under that cap writes
     from types import SimpleNamespace
     from midistyle.tuning import search_sweep
     swept, swept_holds = search_sweep(model, SimpleNamespace(length=lengths), mu, s, t, [0.5, 1.0, 2.0], wide)
     for g, cap in enumerate([0.5, 1.0, 2.0]):
-        rolls, cap_holds = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=cap, search=wide)))
+        job = Job("attribute_search", s, t, transfer_settings(alpha=cap, search=wide))
+        rolls, cap_holds = model.search(mu, lengths, job)
         assert np.array_equal(swept[g], rolls) and np.array_equal(swept_holds[g], cap_holds)
     feats = window_features(decoded.reshape(-1, *decoded.shape[2:]), np.tile(lengths, len(decoded)),
                             model.spec.steps_per_beat).reshape(*miss.shape, 3)

@@ -63,8 +63,8 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, replace
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Optional
 from pathlib import Path
 
@@ -352,8 +352,8 @@ class StyleTransfer:
     @torch.no_grad()
     def decode_windows(self, z: torch.Tensor, thresholds: list) -> tuple[list[np.ndarray], np.ndarray]:
         """Free decoding at each of ``thresholds`` (each in (0, 1), or a (right hand, left hand) pair of them):
-        z (N, Z) -> bool windows (N, W, 2, 2, P) per threshold, and the windows' holds (N, 2, P), the same at every threshold: the cells of the first frame
-        that continue a note sounding just before the window, where one does (:func:`tie_windows`). A window is
+        z (N, Z) -> bool windows (N, W, 2, 2, P) per threshold, and the windows' holds (N, 2, P), the same at
+        every threshold: the cells of the first frame that continue a note sounding just before the window, where one does (:func:`tie_windows`). A window is
         decoded alone, so every note of its first frame starts there; the decoder's P(onset | sounding) of that
         frame says which of them it would hold, by the rule :meth:`StyleVAE.decide` applies inside a window.
 
@@ -496,7 +496,8 @@ class StyleTransfer:
         return out
 
     def candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
-                   space: SearchSpace, lazy: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+                   space: SearchSpace, lazy: bool = False
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """The candidates of one alpha, one per path and threshold of ``space`` (paths outside, the checkpoint's
         threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
         window's length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent

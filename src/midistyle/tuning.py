@@ -107,7 +107,8 @@ def search_space(index: ShardIndex, tp) -> SearchSpace:
     """attribute_search's candidates and accepted texture, from params' ``transfer`` and the training windows."""
     bounds, medians = split_textures(index, "train", tuple(tp.search_percentiles))
     return SearchSpace(tuple(tp.alpha_grid), tuple(tp.search_paths), tuple(tp.search_threshold_offsets),
-                       tuple(tp.search_right_hand_offsets), {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
+                       tuple(tp.search_right_hand_offsets),
+                       {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
                        {s: tuple(m.tolist()) for s, m in medians.items()})
 
 
