@@ -11,7 +11,7 @@ target's val 5-95th percentile band), both (plausible strength), and the melody
 F1 of the window against its source. Test pieces are never read.
 
     python benchmarks/search_margin.py [--floors 0.5 0.9 0.97 0.99] [--caps 3 5 8] [--offsets 0,-0.15,0.15]
-                                       [--rule first] [--paths mean_shift]
+                                       [--rule first] [--paths mean_shift] [--directions classical_to_jazz]
 
 Prints a markdown table and writes benchmarks/results/search_margin.json.
 """
@@ -44,16 +44,24 @@ def main() -> None:
                          "when the table in docs/ablation.md was made)")
     ap.add_argument("--rule", choices=("typical", "first"), default="typical",
                     help="the pick among passing candidates: nearest the median texture (now), or the first (before)")
+    ap.add_argument("--directions", nargs="+",
+                    help="only these directions, as source_to_target (default: every direction)")
     ap.add_argument("--json", default="benchmarks/results/search_margin.json")
     args = ap.parse_args()
     val = ValSearch.load()
     model = val.model
+    known = {f"{a}_to_{b}" for a in model.styles for b in model.styles if a != b}
+    if set(args.directions or []) - known:
+        raise SystemExit(f"--directions: unknown {sorted(set(args.directions) - known)}; "
+                         f"known: {', '.join(sorted(known))}")
     space = replace(val.space, alpha_grid=tuple(args.alphas), min_probability=0.0, paths=tuple(args.paths.split(",")))
     if args.offsets:
         space = replace(space, threshold_offsets=tuple(float(o) for o in args.offsets.split(",")))
     per_alpha = space.per_alpha(model.threshold)
     rows = []
     for source, target, s, t, win, mu in val.directions():
+        if args.directions and f"{source}_to_{target}" not in args.directions:
+            continue
         decoded, miss0, distance, _ = model.search_candidates(mu, win.length, s, t, list(args.alphas), space)
         if args.rule == "first":
             distance = np.zeros_like(distance)

@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                   # params.yaml's model on data/shards
     python benchmarks/train_throughput.py --synthetic       # random rolls of the right shape (no data needed)
     python benchmarks/train_throughput.py --steps 30 --batch-size 128 --json out.json
+    python benchmarks/train_throughput.py --batch-size 64 128   # side by side: the ratio of windows/s to the first
 
 In one run it measures
 
@@ -93,25 +94,9 @@ def synthetic_batches(spec: RollSpec, batch_size: int, n: int, density: float = 
             for _ in range(n)]
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--shards", default="data/shards")
-    ap.add_argument("--synthetic", action="store_true", help="random rolls instead of the shards")
-    ap.add_argument("--batch-size", type=int, help="default: train.batch_size")
-    ap.add_argument("--steps", type=int, default=20, help="timed training steps")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--matmul-size", type=int, default=2048)
-    ap.add_argument("--matmul-seconds", type=float, default=3.0)
-    ap.add_argument("--threads", type=int, default=cpu_cores())
-    ap.add_argument("--json", type=Path, help="also write the results here")
-    args = ap.parse_args(argv)
-
-    params = load_params(args.params)
+def prepare(params, args, bs: int, device: torch.device) -> dict:
+    """A fresh model, optimiser and ``warmup + steps`` batches of ``bs`` windows, and the FLOPs of one step."""
     tp = params.train
-    bs = args.batch_size or tp.batch_size
-    device = pick_device(tp.device, Dist())
-    torch.set_num_threads(args.threads)
     n = args.warmup + args.steps
     if args.synthetic:
         spec = RollSpec.from_params(params.extract)
@@ -139,52 +124,89 @@ def main(argv: list[str] | None = None) -> dict:
         for x, lengths in data[args.warmup:]:
             logits, mu, logvar, _ = vae(x, lengths)
             logits.float().sum().backward()  # the same matmuls as the real loss's backward
-    counted = counter.get_total_flops() / args.steps
     vae.zero_grad(set_to_none=True)
     fwd = np.mean([analytic_forward_flops(cfg, b.lengths) for b in batches[args.warmup:]])
-    analytic = 3 * fwd  # backward ~ 2 x forward
-
-    # (a) throughput
-    for i, (x, lengths) in enumerate(data):
-        if i == args.warmup:
-            sync(device)
-            t0 = time.perf_counter()
+    for x, lengths in data[:args.warmup]:
         train_step(vae, opt, x, lengths, pw, tp.kl_weight, tp)
-    sync(device)
-    step_s = (time.perf_counter() - t0) / args.steps
+    return {"bs": bs, "cfg": cfg, "spec": spec, "vae": vae, "opt": opt, "pw": pw, "data": data[args.warmup:],
+            "counted": counter.get_total_flops() / args.steps, "analytic": 3 * fwd,  # backward ~ 2 x forward
+            "step_s": []}
 
+
+def time_steps(run: dict, tp, device: torch.device) -> None:
+    """(a) one timed pass over the run's batches: seconds per training step appended to run["step_s"]."""
+    sync(device)
+    t0 = time.perf_counter()
+    for x, lengths in run["data"]:
+        train_step(run["vae"], run["opt"], x, lengths, run["pw"], tp.kl_weight, tp)
+    sync(device)
+    run["step_s"].append((time.perf_counter() - t0) / len(run["data"]))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--shards", default="data/shards")
+    ap.add_argument("--synthetic", action="store_true", help="random rolls instead of the shards")
+    ap.add_argument("--batch-size", type=int, nargs="+",
+                    help="default: train.batch_size; several: each timed in turn, --rounds times, side by side")
+    ap.add_argument("--steps", type=int, default=20, help="timed training steps")
+    ap.add_argument("--rounds", type=int, default=3, help="timed passes per batch size, alternating; the fastest counts")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--matmul-size", type=int, default=2048)
+    ap.add_argument("--matmul-seconds", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=cpu_cores())
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    tp = params.train
+    device = pick_device(tp.device, Dist())
+    torch.set_num_threads(args.threads)
+    runs = [prepare(params, args, bs, device) for bs in (args.batch_size or [tp.batch_size])]
+    for _ in range(args.rounds):  # alternating, so a slower spell of the machine hits every batch size alike
+        for run in runs:
+            time_steps(run, tp, device)
     # (c) the machine's fp32 matmul rate, in the same process and thread setting
     peak = matmul_peak(args.matmul_size, args.matmul_seconds, device)
 
-    achieved = counted / step_s
-    out = {
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "data": "synthetic" if args.synthetic else str(args.shards),
-        "model": {k: getattr(cfg, k) for k in ("latent_size", "encoder", "encoder_hidden", "dense_size", "decoder",
-                                               "conductor_hidden", "decoder_hidden", "autoregressive", "output")},
-        "parameters": sum(p.numel() for p in vae.parameters()),
-        "batch_size": bs,
-        "window": [spec.window_steps, 2, 2, spec.n_pitches],
-        "seconds_per_step": step_s,
-        "windows_per_second": bs / step_s,
-        "flops_per_step_counted": counted,
-        "flops_per_step_analytic": analytic,
-        "achieved_flops_per_second": achieved,
-        "matmul_peak_flops_per_second": peak,
-        "matmul_size": args.matmul_size,
-        "share_of_peak": achieved / peak,
-    }
-    print(f"device {out['device']} ({out['threads']} threads), {out['parameters']:,} parameters, batch {bs} "
-          f"of {tuple(out['window'])} ({out['data']})")
-    print(f"throughput    {out['windows_per_second']:.1f} windows/s ({step_s * 1000:.0f} ms/step)")
-    print(f"FLOPs/step    {counted / 1e9:.2f} G counted (FlopCounterMode), {analytic / 1e9:.2f} G analytic (3 x forward)")
-    print(f"achieved      {achieved / 1e9:.2f} GFLOP/s")
-    print(f"matmul peak   {peak / 1e9:.2f} GFLOP/s (fp32 {args.matmul_size}x{args.matmul_size} torch.matmul)")
-    print(f"share         {out['share_of_peak']:.1%} of the measured peak")
+    out = []
+    for run in runs:
+        cfg, spec, bs, step_s, counted = run["cfg"], run["spec"], run["bs"], min(run["step_s"]), run["counted"]
+        achieved = counted / step_s
+        res = {
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "data": "synthetic" if args.synthetic else str(args.shards),
+            "model": {k: getattr(cfg, k) for k in ("latent_size", "encoder", "encoder_hidden", "dense_size",
+                                                   "decoder", "conductor_hidden", "decoder_hidden", "autoregressive",
+                                                   "output")},
+            "parameters": sum(p.numel() for p in run["vae"].parameters()),
+            "batch_size": bs,
+            "window": [spec.window_steps, 2, 2, spec.n_pitches],
+            "seconds_per_step": step_s,
+            "windows_per_second": bs / step_s,
+            "windows_per_second_ratio": (bs / step_s) / (runs[0]["bs"] / min(runs[0]["step_s"])),
+            "flops_per_step_counted": counted,
+            "flops_per_step_analytic": run["analytic"],
+            "achieved_flops_per_second": achieved,
+            "matmul_peak_flops_per_second": peak,
+            "matmul_size": args.matmul_size,
+            "share_of_peak": achieved / peak,
+        }
+        out.append(res)
+        print(f"device {res['device']} ({res['threads']} threads), {res['parameters']:,} parameters, batch {bs} "
+              f"of {tuple(res['window'])} ({res['data']})")
+        print(f"throughput    {res['windows_per_second']:.1f} windows/s ({step_s * 1000:.0f} ms/step, fastest of "
+              f"{args.rounds}); x{res['windows_per_second_ratio']:.2f} batch {runs[0]['bs']}'s")
+        print(f"FLOPs/step    {counted / 1e9:.2f} G counted (FlopCounterMode), {run['analytic'] / 1e9:.2f} G analytic "
+              f"(3 x forward)")
+        print(f"achieved      {achieved / 1e9:.2f} GFLOP/s")
+        print(f"matmul peak   {peak / 1e9:.2f} GFLOP/s (fp32 {args.matmul_size}x{args.matmul_size} torch.matmul)")
+        print(f"share         {res['share_of_peak']:.1%} of the measured peak")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        args.json.write_text(json.dumps(out[0] if len(out) == 1 else out, indent=2) + "\n")
     return out
 
 

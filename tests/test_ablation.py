@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from midistyle import ablation
-from midistyle.ablation import (BETA_GRID, COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID, SEED_GRID,
-                                TRANSFER_COLUMNS, experiment_rows, render, table_lines, write_table)
+from midistyle.ablation import (BATCH_GRID, BETA_GRID, COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID,
+                                SEED_GRID, TRANSFER_COLUMNS, experiment_rows, render, table_lines, write_table)
 
 
 def _exp(name: str, f1: float) -> dict:
@@ -28,7 +28,9 @@ def test_rows_come_from_every_experiment_of_the_json_and_missing_ones_say_so():
     assert "| 0.800 | 0.500 | 0.700 | 1.000 | 0.900 | 300.0 | 2.0 |" in default
     wide = len(COLUMNS) + len(TRANSFER_COLUMNS)
     # no baseline rows: no run of the whole-pipeline grids
-    assert text.count("not run") == len(COLUMNS) * (len(GRID) - 2 + len(LONG_GRID)) + wide * (len(SCHEDULE_GRID) + len(BETA_GRID) + len(SEED_GRID))
+    pipeline_grids = (SCHEDULE_GRID, BETA_GRID, SEED_GRID, BATCH_GRID)
+    assert text.count("not run") == (len(COLUMNS) * (len(GRID) - 2 + len(LONG_GRID))
+                                     + wide * sum(len(grid) for grid in pipeline_grids))
 
 
 def test_rows_this_clone_cannot_see_keep_their_committed_lines():

@@ -43,7 +43,8 @@ GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 # The training grid: the default model at its full budget, exactly as params.yaml says (long-default is the
 # committed run itself, found in DVC's run cache), one change per row. The other rows train on one thread each
 # (two run at a time on two cores: two threads each would oversubscribe them several times over); the thread
-# count does not change a result (the train stage is deterministic: one or two threads give the same metrics).
+# count can change a model's last bits: with batch 128 one and two threads gave the same metrics, with batch 64 they
+# trained two models as far apart as two seeds (docs/ablation.md, batch grid).
 LONG_BUDGET: tuple[str, ...] = ()
 ONE_THREAD = "train.threads=1"
 LONG_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -71,10 +72,19 @@ SEED_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("seed-2", "`train.seed=2`", (ONE_THREAD, "train.seed=2")),
     ("seed-3", "`train.seed=3`", (ONE_THREAD, "train.seed=3")),
 )
+# The batch size: 128 windows a step run about 1.27x as many windows/s on two cores as 64 (fewer, larger matmuls,
+# half the optimiser steps; benchmarks/train_throughput.py --batch-size), which is what the 15-minute budget needs.
+# Same epochs and windows, so half the steps: the learning rate as it was and raised by about sqrt(2). Every row sets
+# its batch size, so the rows are the same whichever commit they run from.
+BATCH_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("batch-64", "`train.batch_size=64` (the default before this table)", (ONE_THREAD, "train.batch_size=64")),
+    ("batch-128", "`train.batch_size=128` (the default since this table)", (ONE_THREAD, "train.batch_size=128")),
+    ("batch-128-lr3", "`train.batch_size=128 train.lr=0.003`", (ONE_THREAD, "train.batch_size=128", "train.lr=0.003")),
+)
 # name -> (rows, settings of every row, the stages to run: () for the whole pipeline)
 GRIDS = {"design": (GRID, BUDGET, ("train_vae",)), "long": (LONG_GRID, LONG_BUDGET, ("train_vae",)),
          "schedule": (SCHEDULE_GRID, (), ()), "beta": (BETA_GRID, (), ()),
-         "seeds": (SEED_GRID, (), ())}
+         "seeds": (SEED_GRID, (), ()), "batch": (BATCH_GRID, (), ())}
 TRANSFER_COLUMNS = (("search_mean", "attribute_search plausible strength"), ("search_b2r", "baroque → renaissance"),
                     ("search_r2b", "renaissance → baroque"), ("search_gap", "gap closed"))
 HAND_WRITTEN = "<!-- the sections below are written by hand; `python -m midistyle.ablation table` keeps them -->"
@@ -200,6 +210,11 @@ def render(rows: dict[str, dict], kept: dict[tuple[str, str], str] | None = None
                      "split and the test pieces stay; `seed baseline` is the commit the rows were run from, "
                      "`train.seed` 1234).", columns)
     lines += pipeline_rows(SEED_GRID, rows, "seed baseline", "train.seed 1234", columns, kept)
+    lines += section("Batch size (full budget, the whole pipeline)",
+                     "Rebuild: `python -m midistyle.ablation run --grid batch` (as the schedule grid; every row sets "
+                     "its batch size; `batch baseline` is the commit the rows were run from, two threads alone).",
+                     columns)
+    lines += pipeline_rows(BATCH_GRID, rows, "batch baseline", "its params.yaml", columns, kept)
     return "\n".join(lines) + "\n"
 
 
