@@ -114,9 +114,7 @@ def main() -> None:
     args = ap.parse_args()
     val = ValSearch.load()
     model = val.model
-    known = {f"{a}_to_{b}" for a in model.styles for b in model.styles if a != b}
-    if set(args.directions or []) - known:
-        raise SystemExit(f"--directions: unknown {sorted(set(args.directions) - known)}; known: {', '.join(sorted(known))}")
+    val.directions(args.directions)  # an unknown direction stops here, before any work
     caps = json.loads(layout.TRANSFER_SETTINGS.read_text())["chosen"]["attribute_search"]  # alpha caps only
     spb = model.spec.steps_per_beat
     real = {style: ms.window_features(w.rolls, w.length, spb) for style, w in val.windows.items()}
@@ -136,9 +134,7 @@ def main() -> None:
                         right_hand_offsets=tuple(float(o) for o in right_hand.split(",")),
                         paths=tuple(paths.split(",")), texture_bounds=open_bands(bands[band], checks.split(",")))
         per_alpha = space.per_alpha(model.threshold)
-        for source, target, s, t, win, mu in val.directions():
-            if args.directions and f"{source}_to_{target}" not in args.directions:
-                continue
+        for source, target, s, t, win, mu in val.directions(args.directions):
             cap = fixed if fixed is not None else float(caps[f"{source}_to_{target}"])
             decoded, miss, distance, _ = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
             C, N = miss.shape

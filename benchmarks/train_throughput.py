@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"share         {res['share_of_peak']:.1%} of the measured peak")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out[0] if len(out) == 1 else out, indent=2) + "\n")
+        args.json.write_text(json.dumps(out, indent=2) + "\n")  # one entry per batch size
     return out
 
 

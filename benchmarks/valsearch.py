@@ -41,13 +41,22 @@ class ValSearch:
                    tuple(params.transfer.search_percentiles),
                    {style: source_windows(model, layout.RAW, files) for style, files in pieces.items()})
 
-    def directions(self):
-        """(source, target, source index, target index, the source's windows, their latents) of every direction."""
+    def directions(self, only: list[str] | None = None):
+        """(source, target, source index, target index, the source's windows, their latents) of every direction, or
+        of those named in ``only`` (``source_to_target``; an unknown name stops the benchmark before any work)."""
+        known = {f"{a}_to_{b}" for a in self.model.styles for b in self.model.styles if a != b}
+        if set(only or []) - known:
+            raise SystemExit(f"--directions: unknown {sorted(set(only) - known)}; known: {', '.join(sorted(known))}")
+        return self._directions(set(only or known))
+
+    def _directions(self, names: set[str]):
         for source, win in self.windows.items():
             s = self.model.style_index(source)
+            if not any(n.startswith(f"{source}_to_") for n in names):
+                continue  # no latents to encode for a source none of the directions starts from
             mu = self.model.encode_arrays(win.rolls, win.length)
             for t, target in enumerate(self.model.styles):
-                if t != s:
+                if t != s and f"{source}_to_{target}" in names:
                     yield source, target, s, t, win, mu
 
     def judged(self, decoded: np.ndarray, lengths: np.ndarray, target: str
