@@ -92,14 +92,17 @@ def test_window_features_are_onsets_per_beat_and_notes_per_sounding_step():
     # a window of 16 steps (4 beats) holding 8: a 3-note chord on step 0 held 4 steps, one note at step 4
     w = roll_of([(0, 20, 0, 4), (0, 24, 0, 4), (1, 10, 0, 4), (0, 30, 4, 6)], T=16)
     f = ms.window_features(w[None], np.array([8]), steps_per_beat=4)
-    assert f.shape == (1, 3) and ms.WINDOW_FEATURES == ("note_density", "polyphony", "right_hand_share")
+    assert f.shape == (1, 4)
+    assert ms.WINDOW_FEATURES == ("note_density", "polyphony", "right_hand_share", "left_hand_density")
     assert f[0, 0] == pytest.approx(4 / 2)  # 4 onsets over the 2 beats of its length
     assert f[0, 1] == pytest.approx((4 * 3 + 2 * 1) / 6)  # 6 sounding steps
     assert f[0, 2] == pytest.approx(3 / 4)  # 3 of its 4 notes in the right hand
-    late = roll_of([(0, 20, 12, 14)], T=16)  # a note past the length is not in the window
+    assert f[0, 3] == pytest.approx(1 / 2)  # 1 left-hand onset over 2 beats
+    late = roll_of([(1, 20, 12, 14)], T=16)  # a note past the length is not in the window
     f = ms.window_features(np.stack([late, np.zeros_like(late)]), np.array([8, 16]), 4)
     assert f[0, 0] == 0 and np.isnan(f[0, 1]) and np.isnan(f[1, 1]) and np.isnan(f[0, 2]) and np.isnan(f[1, 2])
-    assert ms.window_features(np.zeros((0, 16, 2, 2, P), bool), np.zeros(0, int), 4).shape == (0, 3)
+    assert f[0, 3] == 0 and f[1, 3] == 0
+    assert ms.window_features(np.zeros((0, 16, 2, 2, P), bool), np.zeros(0, int), 4).shape == (0, 4)
 
 
 def test_right_hand_share_counts_notes_held_into_the_window_and_sees_a_melody_gone_left():
@@ -115,23 +118,39 @@ def test_right_hand_share_counts_notes_held_into_the_window_and_sees_a_melody_go
     fb, fl = ms.window_features(np.stack([both, left]), np.array([16, 16]), 4)
     np.testing.assert_allclose(fb[:2], fl[:2])
     assert fb[2] == pytest.approx(0.5) and fl[2] == 0.0
-    bounds = np.array([[0.5, 8.0], [1.0, 6.0], [0.25, 0.75]])
+    assert fb[3] == pytest.approx(2.0) and fl[3] == pytest.approx(4.0)  # left-hand onsets per beat
+    bounds = np.array([[0.5, 8.0], [1.0, 6.0], [0.25, 0.75], [0.0, 8.0]])
     assert ms.plausible(np.stack([fb, fl]), bounds).tolist() == [True, False]
+
+
+def test_left_hand_density_sees_a_busy_left_hand_that_density_polyphony_and_share_let_pass():
+    # a jazz-like window: a right-hand line of eighths over one four-note chord held all four beats; and a window
+    # as dense whose notes sit in a left hand that strikes every eighth (a melody moved down into an accompaniment)
+    held = roll_of([(0, 40 + i % 3, 2 * i, 2 * i + 2) for i in range(8)] + [(1, p, 0, 16) for p in (10, 14, 17, 21)],
+                   T=16)
+    busy = roll_of([(0, 40, 0, 8), (0, 44, 8, 16), (1, 17, 0, 8), (1, 17, 8, 16)]
+                   + [(1, 10, 2 * i, 2 * i + 2) for i in range(8)], T=16)
+    fh, fbusy = ms.window_features(np.stack([held, busy]), np.array([16, 16]), 4)
+    np.testing.assert_allclose(fh, [3.0, 5.0, 8 / 12, 1.0])
+    np.testing.assert_allclose(fbusy, [3.0, 3.0, 2 / 12, 2.5])
+    jazz_like = np.array([[0.5, 8.0], [1.0, 6.0], [0.0, 1.0], [0.0, 2.4]])  # a share band as wide as jazz's
+    assert ms.plausible(np.stack([fh, fbusy]), jazz_like).tolist() == [True, False]
+    assert ms.plausible(np.stack([fh, fbusy])[:, :3], jazz_like[:3]).tolist() == [True, True]  # the three others
 
 
 def test_plausible_bounds_are_the_5th_to_95th_percentiles_inclusive():
     ramp = np.arange(101, dtype=float)
-    real = np.stack([ramp, 10 + ramp / 10, ramp / 100], axis=1)  # 0..100, 10..20, 0..1
+    real = np.stack([ramp, 10 + ramp / 10, ramp / 100, ramp / 10], axis=1)  # 0..100, 10..20, 0..1, 0..10
     bounds = ms.plausible_bounds(real)
-    np.testing.assert_allclose(bounds, [[5, 95], [10.5, 19.5], [0.05, 0.95]])
-    out = np.array([[5, 15, .5], [95, 19.5, .5], [4.9, 15, .5], [50, 19.6, .5], [50, np.nan, .5], [np.nan, 15, .5],
-                    [50, 15, 0.0], [50, 15, np.nan]])
-    assert ms.plausible(out, bounds).tolist() == [True, True, False, False, False, False, False, False]
+    np.testing.assert_allclose(bounds, [[5, 95], [10.5, 19.5], [0.05, 0.95], [0.5, 9.5]])
+    out = np.array([[5, 15, .5, 5], [95, 19.5, .5, 5], [4.9, 15, .5, 5], [50, 19.6, .5, 5], [50, np.nan, .5, 5],
+                    [np.nan, 15, .5, 5], [50, 15, 0.0, 5], [50, 15, np.nan, 5], [50, 15, .5, 9.6]])
+    assert ms.plausible(out, bounds).tolist() == [True, True, False, False, False, False, False, False, False]
     # clutter: ten times the density of anything real
-    assert not ms.plausible(np.array([[1000.0, 15.0, 0.5]]), bounds).any()
-    assert np.isnan(ms.plausible_bounds(np.full((3, 3), np.nan))).all()
-    assert ms.plausible_bounds(np.zeros((0, 3))).shape == (3, 2)
-    assert not ms.plausible(np.array([[5.0, 15.0, 0.5]]), ms.plausible_bounds(np.zeros((0, 3)))).any()
+    assert not ms.plausible(np.array([[1000.0, 15.0, 0.5, 5.0]]), bounds).any()
+    assert np.isnan(ms.plausible_bounds(np.full((3, 4), np.nan))).all()
+    assert ms.plausible_bounds(np.zeros((0, 4))).shape == (4, 2)
+    assert not ms.plausible(np.array([[5.0, 15.0, 0.5, 5.0]]), ms.plausible_bounds(np.zeros((0, 4)))).any()
 
 
 def test_top_line_is_the_highest_right_hand_pitch_at_its_onset_steps():

@@ -271,8 +271,8 @@ def plausibility_summary(bounds: dict[str, np.ndarray], real_ok: np.ndarray, sty
     return {
         "definition": "note_density: onsets per beat of the window; polyphony: mean notes sounding on sounding steps; "
                       "right_hand_share: the right hand's share of the window's notes (onsets, and notes held into "
-                      "its first step); plausible: all three inside the 5th-95th percentile of the real test "
-                      "windows of the style",
+                      "its first step); left_hand_density: the left hand's onsets per beat of the window; "
+                      "plausible: all four inside the 5th-95th percentile of the real test windows of the style",
         "bounds": {s: {f: bounds[s][k].tolist() for k, f in enumerate(ms.WINDOW_FEATURES)} for s in styles},
         "real_test_windows_plausible_share": {s: float(real_ok[style == i].mean()) if (style == i).any() else None
                                               for i, s in enumerate(styles)},

@@ -16,7 +16,7 @@ piece towards the target style" can be read on them, beside the judge.
 Two more measures keep clutter from passing as style:
 
 * **plausibility** of a window (:func:`window_features`, :func:`plausible`):
-  its note density, polyphony and the right hand's share of its notes inside
+  its note density, polyphony, the right hand's share of its notes and the left hand's onsets per beat inside
   the 5th-95th percentile band of real windows of the style it should have;
 * **melody kept** (:func:`melody_f1`): F1 of the right hand's top line,
   ``(step, pitch)`` pairs matched exactly.
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from midistyle.roll import ONSET, RIGHT, SOUNDING
+from midistyle.roll import LEFT, ONSET, RIGHT, SOUNDING
 
 STAT_NAMES = ("note_density", "polyphony", "pitch_range", "pitch_class_entropy", "empty_beat_rate")
 STAT_LABELS = {
@@ -200,14 +200,20 @@ def nanmean(values: Sequence[float]) -> float:
 #      Density and polyphony count both hands together, so without it a window
 #      whose notes have all moved into the left hand (the melody gone) passes;
 #      the corpus's real jazz training windows give the right hand a median
-#      0.46 of their notes.
-WINDOW_FEATURES = ("note_density", "polyphony", "right_hand_share")
+#      0.46 of their notes;
+#   3. left-hand density: the left hand's onsets per beat of the window's own
+#      length. The share says where the notes are, not how the left hand moves:
+#      corpus classical -> jazz transfers moved a sonata's upper voices into the
+#      left hand and struck 2.3-2.6 notes a beat there, where a jazz left hand
+#      strikes 0.81 (a four- or five-note chord, held), and passed the three
+#      other features (benchmarks/hand_texture.py, docs/ablation.md).
+WINDOW_FEATURES = ("note_density", "polyphony", "right_hand_share", "left_hand_density")
 PLAUSIBLE_PERCENTILES = (5.0, 95.0)
 
 
 def window_features(rolls: np.ndarray, lengths: np.ndarray, steps_per_beat: int) -> np.ndarray:
-    """(N, 3) note density, polyphony and right-hand share (:data:`WINDOW_FEATURES`) of windows
-    (N, W, 2, 2, P); steps at or past each window's ``length`` are ignored."""
+    """(N, 4) note density, polyphony, right-hand share and left-hand density (:data:`WINDOW_FEATURES`) of
+    windows (N, W, 2, 2, P); steps at or past each window's ``length`` are ignored."""
     rolls = np.asarray(rolls, bool)
     lengths = np.asarray(lengths, int)
     if len(rolls) == 0:
@@ -223,7 +229,8 @@ def window_features(rolls: np.ndarray, lengths: np.ndarray, steps_per_beat: int)
     with np.errstate(invalid="ignore", divide="ignore"):
         polyphony = np.where(sounding_steps > 0, counts.sum(axis=1) / sounding_steps, np.nan)
         right = np.where(notes.sum(axis=1) > 0, notes[:, RIGHT] / notes.sum(axis=1), np.nan)
-    return np.stack([onsets.sum(axis=1) / beats, polyphony, right], axis=1)
+    left_onsets = (rolls[:, :, LEFT, ONSET].sum(axis=-1) * inside).sum(axis=1)  # (N,)
+    return np.stack([onsets.sum(axis=1) / beats, polyphony, right, left_onsets / beats], axis=1)
 
 
 def plausible_bounds(features: np.ndarray, percentiles: tuple[float, float] = PLAUSIBLE_PERCENTILES) -> np.ndarray:

@@ -318,14 +318,17 @@ def plausibility_table(plaus: dict | None) -> str:
     rows = [[esc(s), f"{num(b['note_density'][0], 2)} – {num(b['note_density'][1], 2)}",
              f"{num(b['polyphony'][0], 2)} – {num(b['polyphony'][1], 2)}",
              f"{num(b['right_hand_share'][0], 2)} – {num(b['right_hand_share'][1], 2)}",
+             f"{num(b['left_hand_density'][0], 2)} – {num(b['left_hand_density'][1], 2)}",
              num(plaus["real_test_windows_plausible_share"].get(s))] for s, b in plaus["bounds"].items()]
     note = ('<p class="note">A window is <b>plausible</b> for a style when its note density (onsets per beat), '
-            "polyphony (mean notes sounding together on sounding steps) and the right hand's share of its notes all "
-            "lie inside the 5th–95th percentile of that style's real test windows (the last keeps a window whose "
-            "notes have all moved into the left hand, its melody gone, from passing). Reconstructions are held to "
+            "polyphony (mean notes sounding together on sounding steps), the right hand's share of its notes and the "
+            "left hand's onsets per beat all lie inside the 5th–95th percentile of that style's real test windows "
+            "(the share keeps a window whose notes have all moved into the left hand, its melody gone, from "
+            "passing; the left hand's onsets one whose left hand strikes far more often than the style's). "
+            "Reconstructions are held to "
             "the source's style, transfers to the target's. Real windows reach the share in the last column.</p>")
     return note + table(["style", "notes per beat", "notes sounding together", "right hand's share of notes",
-                         "real test windows plausible"], rows,
+                         "left-hand notes per beat", "real test windows plausible"], rows,
                         caption="plausibility bounds")
 
 
@@ -617,8 +620,8 @@ def render_page(metrics: dict, params, has_curves: bool, has_tradeoff: bool, lis
            "style only when both say it. Both learn from windows moved to every key, so they judge style, not the "
            "keys a style's pieces happen to be written in. <b>Plausible "
            "strength</b> is the share of a transfer's windows that the judge assigns to the target style <em>and</em> whose "
-           "note density, polyphony and right hand's share of notes lie inside the target's real range (5th–95th "
-           "percentile), so clutter, or a melody gone into the left hand, cannot pass; strength is the judge's verdict alone. Content is compared with the source bar by bar (chroma), "
+           "note density, polyphony, right hand's share of notes and left-hand notes per beat lie inside the target's real "
+           "range (5th–95th percentile), so clutter, or a melody gone into the left hand, cannot pass; strength is the judge's verdict alone. Content is compared with the source bar by bar (chroma), "
            "by the right hand's top line (melody kept) and step by step (onsets).</p>"),
         ("judge", "Judge and latent classifier on real test windows", classifier_section(metrics)),
         ("reconstruction", "Reconstruction (free decoding from z = mu, test windows)", reconstruction_section(metrics)),

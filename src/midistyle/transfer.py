@@ -34,8 +34,8 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
 
   A candidate passes when the latent
   classifier, re-encoding it, assigns it to the target with a probability of at
-  least ``transfer.search_min_probability`` *and* its note density, polyphony
-  and right-hand share (:data:`~midistyle.musicstats.WINDOW_FEATURES`) lie
+  least ``transfer.search_min_probability`` *and* its note density, polyphony,
+  right-hand share and left-hand density (:data:`~midistyle.musicstats.WINDOW_FEATURES`) lie
   inside the ``transfer.search_percentiles`` band (10th-90th) of the target
   style's **training** windows (:class:`SearchSpace`). A window keeps, at the
   smallest alpha where any of its candidates passes, the passing one whose texture
@@ -502,7 +502,7 @@ class StyleTransfer:
         threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
         window's length (N, W, 2, 2, P); how far it misses (N,), 0 when it passes: re-encoded, the latent
         classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its texture
-        (density, polyphony, right-hand share) lies inside the target's training band (else + the distance
+        (:data:`~midistyle.musicstats.WINDOW_FEATURES`) lies inside the target's training band (else + the distance
         outside it, in band widths; a silent window misses by inf);
         its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`); and its
         holds (N, 2, P) (:meth:`decode_windows`). ``lazy``: only the misses that decide the search's choice

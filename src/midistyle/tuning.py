@@ -10,7 +10,7 @@ evaluates, it takes no part in the transfer):
 
 * *re-encoded target*: the decoded window, encoded again by the VAE, is assigned
   to the target style by the latent classifier;
-* *plausible*: its note density, polyphony and right-hand share lie inside the 5th-95th
+* *plausible*: its note density, polyphony, right-hand share and left-hand density lie inside the 5th-95th
   percentile band of the real **validation** windows of the target style
   (:func:`midistyle.musicstats.plausible`).
 
