@@ -24,7 +24,7 @@ from midistyle.transfer import (
     pick_candidates,
     transfer_stage,
 )
-from midistyle.musicstats import window_features
+from midistyle.musicstats import WINDOW_FEATURES, window_features
 from tests.helpers_params import repo_spec
 from tests.helpers_style import STYLES, Project, one_thread, tiny_params, transfer_settings
 from tests.midi_fixtures import tick_piece
@@ -243,7 +243,7 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 
 # ---------------------------------------------------------------- attribute_search
-def _space(model, bounds=((0.0, 100.0), (0.0, 100.0), (0.0, 100.0)), min_probability=0.5, medians=(2.0, 2.0, 2.0),
+def _space(model, bounds=((0.0, 100.0),) * 4, min_probability=0.5, medians=(2.0,) * 4,
            paths=("mean_shift",), right_hand=(0.0,)):
     return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), right_hand, {s: bounds for s in model.styles},
                        min_probability, {s: medians for s in model.styles})
@@ -354,7 +354,7 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project, m
     encode_arrays = model.encode_arrays
     monkeypatch.setattr(model, "encode_arrays", lambda rolls, lens: encoded.append(len(rolls)) or encode_arrays(rolls, lens))
     counts = {False: 0, True: 0}
-    for space, a in [(sp, a) for sp in (wide, _space(model, ((50.0, 50.0),) * 3)) for a in wide.alphas(2.0)]:
+    for space, a in [(sp, a) for sp in (wide, _space(model, ((50.0, 50.0),) * 4)) for a in wide.alphas(2.0)]:
         for lazy in (False, True):  # a band every candidate passes, and one none passes
             encoded.clear()
             block = model.candidates(mu, lengths, s, t, a, space, lazy=lazy)
@@ -375,7 +375,7 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project, m
         rolls, cap_holds = model.search(mu, lengths, job)
         assert np.array_equal(swept[g], rolls) and np.array_equal(swept_holds[g], cap_holds)
     feats = window_features(decoded.reshape(-1, *decoded.shape[2:]), np.tile(lengths, len(decoded)),
-                            model.spec.steps_per_beat).reshape(*miss.shape, 3)
+                            model.spec.steps_per_beat).reshape(*miss.shape, len(WINDOW_FEATURES))
     np.testing.assert_allclose(distance, np.nan_to_num(np.abs(feats - 2.0).sum(-1) / 100.0, nan=np.inf))
     assert (miss == 0).any()
     for n in range(len(windows)):
@@ -383,7 +383,7 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project, m
             c = next(c for c in range(len(miss)) if np.array_equal(searched[n], decoded[c, n]) and miss[c, n] == 0)
             assert (miss[: c // 3 * 3, n] > 0).all()  # no gentler alpha passed
     # no texture can pass an empty band: each window falls back to its least-missing candidate
-    none = _space(model, ((50.0, 50.0), (50.0, 50.0), (50.0, 50.0)))
+    none = _space(model, ((50.0, 50.0),) * 4)
     d2, m2, _, _ = model.search_candidates(mu, lengths, s, t, none.alphas(2.0), none)
     assert (m2 > 0).all()
     got, _ = model.search(mu, lengths, Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=none)))
