@@ -14,8 +14,10 @@ What is measured, in the order one should read it:
 
    * *plausible strength* (the headline): share of the source's audible
      windows whose transferred window the judge assigns to the target style
-     **and** that is plausible: its note density (onsets per beat) and
-     polyphony (mean notes sounding together on sounding steps) lie inside
+     **and** that is plausible: its note density (onsets per beat),
+     polyphony (mean notes sounding together on sounding steps), right hand's
+     share of notes and left hand's onsets per beat
+     (:data:`midistyle.musicstats.WINDOW_FEATURES`) lie inside
      the 5th-95th percentile band of the real **test** windows of the style it
      should have (:func:`midistyle.musicstats.plausible`) - the target for a
      transfer, copy_content and copy_style, the source's style for a
