@@ -3,8 +3,8 @@
 For one method's transfers in each chosen direction (the transfer stage's outputs), every audible window is judged
 by the panel and measured per hand: onsets per beat, notes per onset step (chord size), sounding steps per note
 (length), the share of onsets off the beat, and the mean pitch of its onsets. The windows are grouped: outputs the
-panel judges the target style, outputs it does not, their source windows, and the windows of the target style's
-test pieces (the sources of the directions out of it). Reads what `dvc repro` wrote (data/transfers, data/raw).
+panel judges the target style, outputs it does not, and the windows of the test pieces of every style in those
+directions (each piece once). Reads what `dvc repro` wrote (data/transfers, data/raw).
 
     python benchmarks/hand_texture.py --directions classical_to_jazz [--json benchmarks/results/hand_texture.json]
 """
@@ -60,27 +60,25 @@ def main() -> None:
     ap.add_argument("--method", default="attribute_search")
     ap.add_argument("--json", default="benchmarks/results/hand_texture.json")
     args = ap.parse_args()
+    outputs = [(row, output, source) for row, output, source, _ in written((args.method,))
+               if f"{row['source_style']}_to_{row['target_style']}" in args.directions]
+    unknown = set(args.directions) - {f"{r['source_style']}_to_{r['target_style']}" for r, _, _ in outputs}
+    if unknown:
+        raise SystemExit(f"--directions: no {args.method} outputs for {', '.join(sorted(unknown))}")
     spec = roll_spec()
     panel, ckpt = load_judge(layout.JUDGE)
     styles = list(ckpt["styles"])
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
-    heard: set[Path] = set()
-    for row, output, source, _ in written():
-        direction = f"{row['source_style']}_to_{row['target_style']}"
-        if direction in args.directions and row["method"] == args.method:
-            target = styles.index(row["target_style"])
-            for measures, verdict in judged_windows(output, panel, spec):
-                groups[f"{direction}: judged {row['target_style']}" if verdict == target
-                       else f"{direction}: not judged {row['target_style']}"].append(measures)
-            if (direction, source) not in heard:
-                heard.add((direction, source))
-                groups[f"{direction}: its sources"] += [m for m, _ in judged_windows(source, panel, spec)]
-        if any(d.endswith(f"_to_{row['source_style']}") for d in args.directions) and source not in heard:
-            heard.add(source)  # a test piece of a target style
-            groups[f"test pieces: {row['source_style']}"] += [m for m, _ in judged_windows(source, panel, spec)]
-    unknown = set(args.directions) - {g.split(":")[0] for g in groups}
-    if unknown:
-        raise SystemExit(f"--directions: no {args.method} outputs for {', '.join(sorted(unknown))}")
+    for row, output, _ in outputs:
+        target = row["target_style"]
+        for measures, verdict in judged_windows(output, panel, spec):
+            judged = "judged" if verdict == styles.index(target) else "not judged"
+            groups[f"{row['source_style']}_to_{target}: {judged} {target}"].append(measures)
+    # the test pieces of every style in the chosen directions (a direction's sources, a target's real pieces), once
+    wanted = {s for r, _, _ in outputs for s in (r["source_style"], r["target_style"])}
+    pieces = {source: row["source_style"] for row, _, source, _ in written() if row["source_style"] in wanted}
+    for source, style in pieces.items():
+        groups[f"test pieces: {style}"] += [m for m, _ in judged_windows(source, panel, spec)]
     rows = []
     for key in sorted(groups):
         table = groups[key]
