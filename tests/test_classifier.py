@@ -91,8 +91,12 @@ def test_style_regions_are_the_per_style_gaussians():
     g = np.random.default_rng(0)
     mu = np.concatenate([g.normal(0, 1, (500, 3)), g.normal(5, 2, (300, 3))])
     style = np.array([0] * 500 + [1] * 300)
-    r = style_regions(mu, style, 2)
+    r = style_regions(mu, style, 2, samples=400, seed=3)
     assert r.windows == [500, 300]
+    assert [len(x) for x in r.samples] == [400, 300]  # up to ``samples`` per style, every window where fewer
+    assert {tuple(x) for x in r.samples[0].numpy()} <= {tuple(x) for x in mu[:500].astype(np.float32)}
+    again = style_regions(mu, style, 2, samples=400, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(r.samples, again.samples))  # seeded
     np.testing.assert_allclose(r.means[1].numpy(), mu[500:].mean(axis=0), rtol=1e-5)
     cov = (r.chol[1] @ r.chol[1].T).numpy()
     np.testing.assert_allclose(cov, np.cov(mu[500:], rowvar=False), atol=1e-3)

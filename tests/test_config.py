@@ -54,6 +54,13 @@ def test_repository_params_load():
         (lambda r: r["transfer"].update(search_right_hand_offsets=[0.0, -0.6]),
          r"transfer\.search_right_hand_offsets\[1\]: must be from -0.5 to 0.5"),
         (lambda r: r["transfer"].update(search_right_hand_offsets=[]), r"transfer\.search_right_hand_offsets: must hold at"),
+        (lambda r: r["transfer"].update(search_neighbour_steps=[0.5, 1.5]),
+         r"transfer\.search_neighbour_steps\[1\]: must be > 0 and <= 1, got 1.5"),
+        (lambda r: r["transfer"].update(search_neighbour_steps=[1.0, 0.5]),
+         r"transfer\.search_neighbour_steps: must be strictly ascending"),
+        (lambda r: r["transfer"].update(search_neighbours=0), r"transfer\.search_neighbours"),
+        (lambda r: r["transfer"].update(search_neighbours=17), r"transfer\.search_neighbours"),
+        (lambda r: r["classifier"].update(region_samples=70000), r"classifier\.region_samples"),
         (lambda r: r["transfer"].update(search_threshold_offsets=[]), r"transfer\.search_threshold_offsets: must hold at"),
     ],
 )

@@ -1,6 +1,7 @@
 """Whole-piece style transfer: windows, latent moves, the transfer stage's outputs and its failure handling."""
 
 import csv
+import dataclasses
 import shutil
 
 import mido
@@ -244,9 +245,9 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 # ---------------------------------------------------------------- attribute_search
 def _space(model, bounds=((0.0, 100.0),) * 4, min_probability=0.5, medians=(2.0,) * 4,
-           paths=("mean_shift",), right_hand=(0.0,)):
+           paths=("mean_shift",), right_hand=(0.0,), neighbour_steps=(), neighbours=1):
     return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), right_hand, {s: bounds for s in model.styles},
-                       min_probability, {s: medians for s in model.styles})
+                       min_probability, {s: medians for s in model.styles}, neighbour_steps, neighbours)
 
 
 def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(model):
@@ -369,7 +370,7 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project, m
     # tune_transfer's sweep over caps: each cap's windows are what the search under that cap writes
     from types import SimpleNamespace
     from midistyle.tuning import search_sweep
-    swept, swept_holds = search_sweep(model, SimpleNamespace(length=lengths), mu, s, t, [0.5, 1.0, 2.0], wide)
+    swept, swept_holds, _ = search_sweep(model, SimpleNamespace(length=lengths), mu, s, t, [0.5, 1.0, 2.0], wide)
     for g, cap in enumerate([0.5, 1.0, 2.0]):
         job = Job("attribute_search", s, t, transfer_settings(alpha=cap, search=wide))
         rolls, cap_holds = model.search(mu, lengths, job)
@@ -415,13 +416,13 @@ def test_the_transport_map_carries_one_style_gaussian_onto_the_other():
         a = rng.normal(size=(Z, Z))
         covs.append(a @ a.T + 0.5 * np.eye(Z))
     regions = StyleRegions(torch.tensor(rng.normal(size=(2, Z)), dtype=torch.float32),
-                           torch.tensor(np.stack([np.linalg.cholesky(c) for c in covs]), dtype=torch.float32), [10, 10])
+                           torch.tensor(np.stack([np.linalg.cholesky(c) for c in covs]), dtype=torch.float32), [10, 10], [])
     A = regions.transport(0, 1).double().numpy()
     np.testing.assert_allclose(A, A.T, atol=1e-5)  # the Monge map between Gaussians is symmetric ...
     assert (np.linalg.eigvalsh(A) > 0).all()  # ... positive definite
     np.testing.assert_allclose(A @ covs[0] @ A.T, covs[1], rtol=1e-4, atol=1e-4)  # and pushes S_s onto S_t
     np.testing.assert_allclose(regions.transport(1, 0).double().numpy(), np.linalg.inv(A), rtol=1e-4, atol=1e-4)
-    same = StyleRegions(regions.means, regions.chol[[0, 0]], [10, 10])
+    same = StyleRegions(regions.means, regions.chol[[0, 0]], [10, 10], [])
     np.testing.assert_allclose(same.transport(0, 1).numpy(), np.eye(Z), atol=1e-4)  # equal spreads: a pure shift
 
 
@@ -493,3 +494,42 @@ def test_transferred_pieces_tie_notes_over_window_starts_as_the_decoder_holds_th
         boundary += int(both.sum())
         assert np.array_equal(roll[s, :, 1] & both, both & ~hold)  # struck again exactly where not held
     assert boundary > 0
+
+
+def test_windows_no_path_settles_take_the_neighbour_moves_towards_real_target_windows(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    windows = [w for w in piece_windows(piece, model.spec) if w.notes]
+    mu, lengths = model.encode(windows), np.array([w.length for w in windows])
+    s, t = model.style_index("calm"), model.style_index("busy")
+    bank = model.regions.samples[t]  # the checkpoint's sample of the target's training latents
+    assert 0 < len(bank) <= tiny_params().classifier.region_samples
+    landing = mu + model.path_vectors(mu, s, t, ("transport",))[0]
+    order = torch.cdist(landing, bank).argsort(dim=1)
+    for i, d in enumerate(model.neighbour_vectors(mu, s, t, 2)):  # step 1: the i-th nearest real target window
+        torch.testing.assert_close(mu + d, bank[order[:, i]])
+    plain = _space(model, min_probability=0.99)  # few windows settle: the tiny classifier is rarely this sure
+    space = dataclasses.replace(plain, neighbour_steps=(0.5, 1.0), neighbours=2)
+    assert SearchSpace.from_json(space.to_json()) == space
+
+    def searched(sp, reach=1.0):
+        return list(model.search_steps(mu, lengths, s, t, sp.alphas(2.0), sp, reach))[-1].windows
+
+    _, miss, _, _ = model.search_candidates(mu, lengths, s, t, plain.alphas(2.0), plain)
+    settled = (miss == 0).any(axis=0)
+    assert (~settled).any()
+    before, after = searched(plain), searched(space)
+    assert np.array_equal(after[settled], before[settled])  # a path's choice stays where one passes
+    moved, _, moved_miss = model.neighbour_choice(mu[~settled], lengths[~settled], s, t, space, 1.0)
+    # elsewhere the neighbour moves' choice where it passes or misses no more than every path move, else the paths'
+    took = moved_miss <= miss.min(axis=0)[~settled]
+    assert took.any()
+    assert np.array_equal(after[~settled][took], moved[took])
+    assert np.array_equal(after[~settled][~took], before[~settled][~took])
+    assert np.array_equal(searched(space, reach=0.0), before)  # --strength 0: no neighbour move
+    job = Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=space))
+    assert job.settings.with_strength(0.5).reach == 0.5 and job.settings.with_strength(3).reach == 1.0
+    assert np.array_equal(model.search(mu, lengths, job)[0], after)
+    from types import SimpleNamespace
+    from midistyle.tuning import search_sweep  # tune_transfer chooses the cap on the path moves alone
+    swept, _, paths_only = search_sweep(model, SimpleNamespace(length=lengths), mu, s, t, [2.0], space)
+    assert np.array_equal(swept[0], after) and np.array_equal(paths_only[0], before)

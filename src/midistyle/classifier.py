@@ -75,11 +75,13 @@ class LatentClassifier(nn.Module):
 
 @dataclass
 class StyleRegions:
-    """Each style's Gaussian over the training ``mu``: means (S, Z), Cholesky factors (S, Z, Z)."""
+    """Each style's Gaussian over the training ``mu``: means (S, Z), Cholesky factors (S, Z, Z); and a seeded
+    sample of each style's training ``mu`` (per style (M_s, Z)), the real windows a neighbour move aims at."""
 
     means: torch.Tensor
     chol: torch.Tensor
     windows: list[int]
+    samples: list[torch.Tensor]
 
     def transport(self, source: int, target: int) -> torch.Tensor:
         """(Z, Z) the optimal-transport (Monge) map between the two styles' Gaussians: ``z -> m_t + A (z - m_s)``
@@ -98,10 +100,12 @@ def _sqrtm(sym: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def style_regions(mu: np.ndarray, style: np.ndarray, n_styles: int) -> StyleRegions:
-    """Fit a Gaussian per style (a small ridge keeps the covariance positive definite)."""
+def style_regions(mu: np.ndarray, style: np.ndarray, n_styles: int, samples: int, seed: int) -> StyleRegions:
+    """Fit a Gaussian per style (a small ridge keeps the covariance positive definite), and keep up to
+    ``samples`` of each style's latents (a choice seeded by ``seed``, in the windows' order)."""
     Z = mu.shape[1]
-    means, chols, counts = [], [], []
+    rng = np.random.default_rng([seed, 1])
+    means, chols, counts, kept = [], [], [], []
     for s in range(n_styles):
         m = mu[style == s].astype(np.float64)
         if len(m) == 0:
@@ -112,8 +116,10 @@ def style_regions(mu: np.ndarray, style: np.ndarray, n_styles: int) -> StyleRegi
         means.append(mean)
         chols.append(np.linalg.cholesky(cov))
         counts.append(int(len(m)))
+        pick = np.sort(rng.choice(len(m), size=min(samples, len(m)), replace=False))
+        kept.append(torch.tensor(mu[style == s][pick], dtype=torch.float32))
     return StyleRegions(torch.tensor(np.stack(means), dtype=torch.float32),
-                        torch.tensor(np.stack(chols), dtype=torch.float32), counts)
+                        torch.tensor(np.stack(chols), dtype=torch.float32), counts, kept)
 
 
 # ---------------------------------------------------------------- encoding windows
@@ -200,6 +206,7 @@ def save_classifier(path: str | Path, model: LatentClassifier, styles: list[str]
         "style_means": regions.means,
         "style_chol": regions.chol,
         "style_windows": list(regions.windows),
+        "style_samples": list(regions.samples),
         "vae_latent_size": int(vae_latent_size),
     }, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -211,7 +218,11 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
     model = LatentClassifier(ClassifierConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["state"])
     model.eval()
-    regions = StyleRegions(ckpt["style_means"], ckpt["style_chol"], list(ckpt["style_windows"]))
+    if "style_samples" not in ckpt:
+        raise UserError(f"{path}: made by an older version, without the styles' latent samples "
+                        "(re-run `dvc repro train_classifier`)")
+    regions = StyleRegions(ckpt["style_means"], ckpt["style_chol"], list(ckpt["style_windows"]),
+                           list(ckpt["style_samples"]))
     return model, regions, ckpt
 
 
@@ -245,7 +256,8 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | 
             mu[split], style[split] = encode_split(vae, index, split, device=device, keys=keys, seed=params.seed)
         clf, clf_out = train_latent_classifier(mu, style, index.styles, params.classifier, params.seed,
                                                epoch_logger(run, "classifier", log))
-        regions = style_regions(mu["train"], style["train"], len(index.styles))
+        regions = style_regions(mu["train"], style["train"], len(index.styles), params.classifier.region_samples,
+                                params.seed)
         save_classifier(classifier_path, clf, index.styles, regions, vae.cfg.latent_size)
 
         metrics = {"styles": list(index.styles), "latent_classifier": clf_out["metrics"]}

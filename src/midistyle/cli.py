@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=TRANSFER_METHODS, default="attribute_search",
                    help="how to move (default attribute_search: the best plausible strength on the default profile)")
     p.add_argument("--strength", type=float, default=1.0,
-                   help="times the alpha (attribute vector; attribute search: the largest it may use) or step count "
-                        "(classifier-guided) chosen for this "
+                   help="times the alpha (attribute vector; attribute search: the largest it may use, and under 1 "
+                        "its neighbour steps too) or step count (classifier-guided) chosen for this "
                         f"direction on validation pieces: 1 = as chosen (default), 0 = plain reconstruction, "
                         f"at most {MAX_STRENGTH:g}")
     p.add_argument("--steps", type=int, default=None,

@@ -151,6 +151,8 @@ class ModelParams:
     dropout: float = _f(ge=0.0, lt=1.0)
 
 
+MAX_SEARCH_NEIGHBOURS = 16  # transfer.search_neighbours: each adds a decoding per neighbour step
+MAX_REGION_SAMPLES = 65536  # classifier.region_samples: at most this many training latents per style in its checkpoint
 MAX_TRANSPOSE = 24  # train, classifier and judge .transpose: at most two octaves either way
 
 
@@ -201,6 +203,8 @@ class ClassifierParams:
     weight_decay: float = _f(ge=0.0)
     patience: int = _f(ge=1)  # epochs without a better val balanced accuracy before stopping
     transpose: list[int]  # [low, high]: each training window encoded moved by a random number of semitones in it
+    region_samples: int = _f(ge=1, le=MAX_REGION_SAMPLES)  # training latents kept per style (attribute_search's
+                                                           # neighbour moves)
 
     def check(self, where: str) -> None:
         _check_transpose(self.transpose, where)
@@ -240,6 +244,9 @@ class TransferParams:
     search_right_hand_offsets: list[float]  # attribute_search: added to the right hand's threshold on top of each
     search_percentiles: list[float]  # attribute_search: the accepted band of the target's training windows' texture
     search_min_probability: float = _f(ge=0.0, lt=1.0)  # attribute_search: the latent classifier's least target probability
+    search_neighbour_steps: list[float]  # attribute_search: for windows no path settles, steps towards the nearest
+                                         # target training latent (fractions of the way, ascending, each in (0, 1]; [] off)
+    search_neighbours: int = _f(ge=1, le=MAX_SEARCH_NEIGHBOURS)  # attribute_search: nearest target latents per step
     target_strength: float = _f(gt=0.0, le=1.0)
     val_pieces_per_style: int = _f(ge=1)  # validation pieces (seeded choice) the choice is made on
     guided_lr: float = _f(gt=0.0)
@@ -264,6 +271,9 @@ class TransferParams:
             for i, o in enumerate(offsets):
                 if not -0.5 <= o <= 0.5:
                     raise ConfigError(f"{where}.{key}[{i}]: must be from -0.5 to 0.5, got {o!r}")
+        steps = self.search_neighbour_steps
+        if steps:
+            _check_grid(steps, f"{where}.search_neighbour_steps", "> 0", lambda v: 0 < v <= 1, 1)
         lo_hi = self.search_percentiles
         if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
             raise ConfigError(f"{where}.search_percentiles: must be [low, high] with 0 <= low < high <= 100, got {lo_hi}")

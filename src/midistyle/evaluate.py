@@ -446,7 +446,11 @@ def chosen_summary(settings_path: Path) -> dict:
     for method, directions in data["selection"].items():
         knob = KNOBS[method]
         out[method] = {d: {"knob": knob, "value": sel["chosen"], "val_score": sel["score"][sel[knob].index(sel["chosen"])],
-                           "reached_target": sel["reached_target"]} for d, sel in directions.items()}
+                           "reached_target": sel["reached_target"],
+                           # attribute_search: the cap is chosen on its path moves; as transferred, with neighbour moves
+                           **({"val_score_with_neighbours": sel["score_with_neighbours"][sel[knob].index(sel["chosen"])]}
+                              if "score_with_neighbours" in sel else {})}
+                       for d, sel in directions.items()}
     return {"target_strength": data["target_strength"], "chosen": out}
 
 

@@ -32,6 +32,23 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
     spread as well as its mean: ``d`` is the mean shift plus a term that
     rescales the window's offset from its style's mean.
 
+  Windows that no candidate of any alpha up to the cap passes try the
+  **neighbour** moves next: ``z = mu + step * (n - mu)`` for each
+  ``transfer.search_neighbour_steps`` (fractions of the way, times the CLI's
+  ``--strength`` where it is under 1), where ``n`` is each of the
+  ``transfer.search_neighbours`` latents of real target-style training windows
+  (a seeded sample of them kept in the latent classifier's checkpoint) nearest
+  to the window's ``transport`` landing point ``T(mu)``; a passing one is kept
+  as a path move would be, else the move of either kind that misses least. A path moves a window
+  by one vector for a whole style, so it keeps the window's own rhythm: a
+  classical left hand moved towards jazz still plays a sonata's figures, where
+  a jazz left hand holds a chord a beat. A real target window has that rhythm.
+  They are a fallback, tried after every path move, as they keep less of the
+  source (val renaissance -> baroque plausible strength 0.867 -> 0.987, melody
+  F1 0.418 -> 0.398; corpus classical -> jazz 0.35 -> 0.77:
+  ``benchmarks/search_neighbour.py``, docs/ablation.md). tune_transfer
+  chooses the alpha cap on the path moves alone (:func:`midistyle.tuning.search_sweep`).
+
   A candidate passes when the latent
   classifier, re-encoding it, assigns it to the target with a probability of at
   least ``transfer.search_min_probability`` *and* its note density, polyphony,
@@ -127,6 +144,8 @@ class SearchSpace:
     texture_bounds: dict[str, tuple]
     min_probability: float  # transfer.search_min_probability: the least target probability of the latent classifier
     texture_medians: dict[str, tuple]  # style -> the medians of its training windows' ms.WINDOW_FEATURES
+    neighbour_steps: tuple[float, ...]  # transfer.search_neighbour_steps: the fallback's fractions of the way, ascending
+    neighbours: int  # transfer.search_neighbours: the nearest target training latents each fallback step aims at
 
     def alphas(self, cap: float) -> list[float]:
         """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
@@ -153,7 +172,8 @@ class SearchSpace:
                 "right_hand_offsets": list(self.right_hand_offsets),
                 "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()},
                 "min_probability": self.min_probability,
-                "texture_medians": {k: list(v) for k, v in self.texture_medians.items()}}
+                "texture_medians": {k: list(v) for k, v in self.texture_medians.items()},
+                "neighbour_steps": list(self.neighbour_steps), "neighbours": self.neighbours}
 
     @classmethod
     def from_json(cls, data: dict) -> "SearchSpace":
@@ -170,7 +190,8 @@ class SearchSpace:
                    tuple(float(o) for o in data["right_hand_offsets"]),
                    {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
                    float(data["min_probability"]),
-                   {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()})
+                   {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()},
+                   tuple(float(x) for x in data["neighbour_steps"]), int(data["neighbours"]))
 
     def texture_distance(self, features: np.ndarray, style: str) -> np.ndarray:
         """(N,) how far window features (N, F) lie from ``style``'s median training window, in band widths
@@ -195,18 +216,21 @@ class TransferSettings:
     guided_lr: float  # transfer.guided_lr
     guided_distance_weight: float  # transfer.guided_distance_weight
     search: Optional[SearchSpace]  # attribute_search: its candidates and accepted texture (None: other methods)
+    reach: float  # attribute_search: its neighbour steps times this (1 as chosen; a --strength under 1 shortens them)
 
     @classmethod
     def unmoved(cls, guided_lr: float, guided_distance_weight: float,
                 search: Optional[SearchSpace] = None) -> "TransferSettings":
         """No move yet (alpha 0, no guided steps), with the guided optimiser's settings from params.transfer."""
         return cls(alpha=0.0, guided_steps=0, guided_lr=guided_lr, guided_distance_weight=guided_distance_weight,
-                   search=search)
+                   search=search, reach=1.0)
 
     def with_strength(self, strength: float) -> "TransferSettings":
-        """``strength`` times the chosen alpha and guided steps (1 = as chosen, 0 = reconstruction)."""
+        """``strength`` times the chosen alpha and guided steps (1 = as chosen, 0 = reconstruction); a strength under
+        1 also shortens attribute_search's neighbour steps by that factor (they never pass a real target window)."""
         strength = check_strength(strength)
-        return replace(self, alpha=self.alpha * strength, guided_steps=round(self.guided_steps * strength))
+        return replace(self, alpha=self.alpha * strength, guided_steps=round(self.guided_steps * strength),
+                       reach=self.reach * min(1.0, strength))
 
     def with_steps(self, steps: int) -> "TransferSettings":
         """Exactly ``steps`` guided steps (0 .. :data:`~midistyle.config.MAX_GUIDED_STEPS`)."""
@@ -435,37 +459,38 @@ class StyleTransfer:
         if job.settings.alpha == 0:  # strength 0: the plain reconstruction
             rolls, holds = self.decode_windows(mu, [self.threshold])
             return rolls[0], holds
-        for _, out, out_holds in self.search_steps(mu, lengths, job.source, job.target,
-                                                   space.alphas(job.settings.alpha), space):
+        for step in self.search_steps(mu, lengths, job.source, job.target, space.alphas(job.settings.alpha), space,
+                                      job.settings.reach):
             pass
-        return out, out_holds
+        return step.windows, step.holds
 
     def search_steps(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
-                     space: SearchSpace) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
-        """attribute_search alpha by alpha (``alphas`` ascending): after each, (alpha, windows (N, W, 2, 2, P),
-        holds (N, 2, P)), every window's choice under that alpha as the cap. The arrays are updated in place by
-        the next alpha. An alpha's candidates are decoded only for the windows that no gentler alpha settled:
-        their choice stays; the others keep the first that misses least over every alpha so far."""
-        out = np.zeros((len(mu), self.spec.window_steps, 2, 2, self.spec.n_pitches), bool)
-        out_holds = np.zeros((len(mu), 2, self.spec.n_pitches), bool)
-        best = np.full(len(mu), np.inf)
-        kept = np.zeros(len(mu), bool)  # whether a fallback was kept (every candidate of a window may miss by inf)
-        todo = np.arange(len(mu))
+                     space: SearchSpace, reach: float) -> Iterator["SearchStep"]:
+        """attribute_search alpha by alpha (``alphas`` ascending): after each, every window's choice under that
+        alpha as the cap (:class:`SearchStep`; its path-move arrays are updated in place by the next alpha).
+
+        An alpha's candidates are decoded only for the windows that no gentler alpha settled: their choice stays;
+        the others keep the first path move that misses least over every alpha so far (``path_windows``) - or,
+        in ``windows``, the neighbour moves' choice (:meth:`neighbour_choice`, ``reach`` times the steps) where
+        it misses no more (a passing one always). The neighbour moves are tried once, for the windows the first
+        alpha with any unsettled leaves unsettled (every later alpha's unsettled windows are among them)."""
+        ladder = Ladder(len(mu), self.spec.window_steps, self.spec.n_pitches)
+        near = None  # (rows, windows, holds, miss) of the neighbour moves
         for alpha in alphas:  # one alpha's thresholds at a time: :func:`pick_candidates`
+            todo = ladder.todo
             if len(todo):
-                block = self.candidates(mu[todo], lengths[todo], source, target, alpha, space, lazy=True)
-                dec, miss, dist, holds = (np.stack([c[k] for c in block]) for k in range(4))  # (C, n, ...), (C, n) x 2
-                settled = (miss == 0).any(axis=0)
-                for got, of in ((out, dec), (out_holds, holds)):
-                    got[todo[settled]] = pick_candidates(of[:, settled], miss[:, settled], dist[:, settled], len(block))
-                least = miss.min(axis=0)
-                better = ~settled & ((least < best[todo]) | ~kept[todo])
-                for got, of in ((out, dec), (out_holds, holds)):
-                    got[todo[better]] = of[np.argmin(miss, axis=0), np.arange(len(todo))][better]
-                best[todo[better]] = least[better]
-                kept[todo[better]] = True
-                todo = todo[~settled]
-            yield alpha, out, out_holds
+                ladder.climb(self.candidates(mu[todo], lengths[todo], source, target, alpha, space, lazy=True))
+                todo = ladder.todo
+                if near is None and len(todo) and space.neighbour_steps and reach > 0:
+                    near = (todo, *self.neighbour_choice(mu[todo], lengths[todo], source, target, space, reach))
+            windows, window_holds = ladder.windows, ladder.holds
+            if near is not None and len(todo):
+                rows, near_windows, near_holds, near_miss = near
+                at = np.searchsorted(rows, todo)  # todo: ascending, among rows
+                take = near_miss[at] <= ladder.miss[todo]
+                windows, window_holds = windows.copy(), window_holds.copy()
+                windows[todo[take]], window_holds[todo[take]] = near_windows[at[take]], near_holds[at[take]]
+            yield SearchStep(alpha, windows, window_holds, ladder.windows, ladder.holds)
 
     def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
                           space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -509,11 +534,41 @@ class StyleTransfer:
         (:meth:`classifier_misses`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
+        return self.tested([mu + alpha * d for d in self.path_vectors(mu, source, target, space.paths)], lengths,
+                           target, space, lazy)
+
+    def neighbour_vectors(self, mu: torch.Tensor, source: int, target: int, k: int) -> list[torch.Tensor]:
+        """The moves d (N, Z) from each latent ``mu`` (N, Z) to the ``k`` latents of the target's sampled training
+        windows nearest to its transport landing point ``T(mu)`` (nearest first): at step 1, a real target window."""
+        landing = mu + self.path_vectors(mu, source, target, ("transport",))[0]
+        bank = self.regions.samples[target].to(mu.device)  # (M, Z)
+        nearest = torch.cdist(landing, bank).topk(min(k, len(bank)), dim=1, largest=False).indices  # (N, k)
+        return [bank[nearest[:, i]] - mu for i in range(nearest.shape[1])]
+
+    def neighbour_choice(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, space: SearchSpace,
+                         reach: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The neighbour moves (module docstring) at ``reach`` times each step: per window, at the smallest step
+        where one passes, the passing one nearest the target's median texture, else the first that misses least
+        (:func:`pick_candidates` over every step): decoded windows (N, W, 2, 2, P), holds (N, 2, P) and the
+        choice's miss (N,). A step's candidates are decoded only for the windows no smaller step settled."""
+        moves = self.neighbour_vectors(mu, source, target, space.neighbours)
+        ladder = Ladder(len(mu), self.spec.window_steps, self.spec.n_pitches)
+        for step in space.neighbour_steps:
+            todo = ladder.todo
+            if len(todo):
+                ladder.climb(self.tested([mu[todo] + reach * step * d[todo] for d in moves], lengths[todo], target,
+                                         space, lazy=True))
+        return ladder.windows, ladder.holds, ladder.miss
+
+    def tested(self, latents: list[torch.Tensor], lengths: np.ndarray, target: int, space: SearchSpace, lazy: bool
+               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Candidates of ``latents`` (each (N, Z)), latents outside, ``space``'s thresholds (the checkpoint's first)
+        inside: what :meth:`candidates` returns for them."""
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
         bounds = np.asarray(space.texture_bounds[self.styles[target]], float)  # (F features, lo/hi)
         thresholds = space.thresholds(self.threshold)
-        decoded = [(dec & inside, holds) for d in self.path_vectors(mu, source, target, space.paths)
-                   for rolls, holds in [self.decode_windows(mu + alpha * d, thresholds)] for dec in rolls]
+        decoded = [(dec & inside, holds) for z in latents
+                   for rolls, holds in [self.decode_windows(z, thresholds)] for dec in rolls]
         textures, distances = [], []
         for dec, _ in decoded:
             features = ms.window_features(dec, lengths, self.spec.steps_per_beat)
@@ -587,6 +642,46 @@ class StyleTransfer:
         total = bars * bar_steps
         roll = stitch_tied([(i * W, W, rolls[0][i]) for i in range(n_windows)], holds, total, spec.n_pitches)
         return roll, Timing([(0, float(tempo))], [(0, spec.max_beats_per_bar, 4)])
+
+
+class Ladder:
+    """attribute_search's choice rung by rung (its alphas, or its neighbour steps, ascending): a window keeps the
+    choice of the first rung where one of its candidates passes (:func:`pick_candidates`), else the first
+    candidate that misses least over every rung so far."""
+
+    def __init__(self, n: int, steps: int, n_pitches: int):
+        self.windows = np.zeros((n, steps, 2, 2, n_pitches), bool)  # (N, W, 2, 2, P) each window's choice
+        self.holds = np.zeros((n, 2, n_pitches), bool)  # (N, 2, P) its holds
+        self.miss = np.full(n, np.inf)  # (N,) how far it misses (0: it passes)
+        self.kept = np.zeros(n, bool)  # whether a choice was kept (every candidate of a window may miss by inf)
+        self.todo = np.arange(n)  # the windows no rung settled yet, ascending
+
+    def climb(self, block: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """One rung's candidates of the windows ``todo`` (:meth:`StyleTransfer.candidates`)."""
+        todo = self.todo
+        dec, miss, dist, holds = (np.stack([c[k] for c in block]) for k in range(4))  # (C, n, ...), (C, n) x 2
+        settled = (miss == 0).any(axis=0)
+        for got, of in ((self.windows, dec), (self.holds, holds)):
+            got[todo[settled]] = pick_candidates(of[:, settled], miss[:, settled], dist[:, settled], len(block))
+        self.miss[todo[settled]] = 0.0
+        least = miss.min(axis=0)
+        better = ~settled & ((least < self.miss[todo]) | ~self.kept[todo])
+        for got, of in ((self.windows, dec), (self.holds, holds)):
+            got[todo[better]] = of[np.argmin(miss, axis=0), np.arange(len(todo))][better]
+        self.miss[todo[better]] = least[better]
+        self.kept[todo[better]] = True
+        self.todo = todo[~settled]
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """attribute_search's choice with one alpha as the cap (:meth:`StyleTransfer.search_steps`)."""
+
+    alpha: float
+    windows: np.ndarray  # (N, W, 2, 2, P) the choice: a path move's, else the neighbour moves' where they miss no more
+    holds: np.ndarray  # (N, 2, P) its holds
+    path_windows: np.ndarray  # (N, W, 2, 2, P) the choice among path moves alone (tune_transfer chooses the cap on it)
+    path_holds: np.ndarray  # (N, 2, P)
 
 
 def stitch_tied(windows: list[tuple[int, int, np.ndarray]], holds, total_steps: int, n_pitches: int) -> np.ndarray:

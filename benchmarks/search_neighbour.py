@@ -1,0 +1,80 @@
+"""attribute_search's neighbour moves (its fallback towards real target windows), on VALIDATION pieces.
+
+For every direction, the validation windows the tune_transfer stage uses are
+transferred by the real search (:meth:`StyleTransfer.search_steps`) up to the
+direction's chosen alpha cap (models/transfer_settings.json), once without
+neighbour moves and once per ``--neighbours`` count and ``--steps`` set
+(transfer.search_neighbours, transfer.search_neighbour_steps). Each choice is
+scored as the evaluate stage scores windows: the judge's verdict for the
+target, plausible (the four texture features inside the target's val 5-95th
+percentile band), both (plausible strength), melody F1 and chroma similarity
+against the source window, and the texture the choices play. "Neighbour" is the
+share of windows whose choice is a neighbour move (it differs from the choice
+without them). Test pieces are never read.
+
+    python benchmarks/search_neighbour.py [--neighbours 1 4 8] [--steps 0.5,0.75,1 1]
+                                          [--directions classical_to_jazz] [--json benchmarks/results/search_neighbour.json]
+
+Prints a markdown table and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from midistyle import layout
+from midistyle import musicstats as ms
+from valsearch import ValSearch, write_table
+
+COLUMNS = [("neighbours", "neighbours", "d"), ("steps", "steps", "s"), ("direction", "direction", "s"),
+           ("α cap", "cap", "g"), ("neighbour", "neighbour_share", ".3f"),
+           ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
+           ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f")] + [
+           (f, f, ".2f") for f in ms.WINDOW_FEATURES]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--neighbours", type=int, nargs="+", default=[1, 4], help="nearest target latents per step")
+    ap.add_argument("--steps", nargs="+", default=["0.5,0.75,1"], help="comma-separated sets of neighbour steps")
+    ap.add_argument("--directions", nargs="+", help="only these directions, as source_to_target (default: every one)")
+    ap.add_argument("--json", default="benchmarks/results/search_neighbour.json")
+    args = ap.parse_args()
+    val = ValSearch.load()
+    model = val.model
+    val.directions(args.directions)  # an unknown direction stops here, before any work
+    caps = json.loads(layout.TRANSFER_SETTINGS.read_text())["chosen"]["attribute_search"]
+    bars = list(range(0, model.spec.window_steps, model.spec.bar_steps))
+    settings = [(0, "")] + [(k, s) for k in args.neighbours for s in args.steps]
+    rows = []
+    for source, target, s, t, win, mu in val.directions(args.directions):
+        cap = float(caps[f"{source}_to_{target}"])
+        plain = None
+        for k, steps in settings:
+            space = replace(val.space, neighbours=max(k, 1),
+                            neighbour_steps=tuple(float(x) for x in steps.split(",")) if k else ())
+            for step in model.search_steps(mu, win.length, s, t, space.alphas(cap), space, 1.0):
+                pass
+            out = step.windows
+            plain = out.copy() if k == 0 else plain
+            judged, plaus, feats = val.judged(out[None], win.length, target)
+            n = len(win.length)
+            melody = np.nanmean([ms.melody_f1(win.rolls[i][: win.length[i]], out[i][: win.length[i]]) for i in range(n)])
+            chroma = np.nanmean([ms.chroma_similarity(win.rolls[i][: win.length[i]], bars, out[i][: win.length[i]],
+                                                      bars, model.spec.pitch_low) for i in range(n)])
+            rows.append({"neighbours": k, "steps": steps or "none", "direction": f"{source}_to_{target}", "cap": cap,
+                         "neighbour_share": float((out != plain).reshape(n, -1).any(axis=1).mean()),
+                         "plausible_strength": float((judged & plaus).mean()), "judge_strength": float(judged.mean()),
+                         "plausible": float(plaus.mean()), "melody_f1": float(melody), "chroma": float(chroma),
+                         **{f: float(np.nanmean(feats[0][:, j])) for j, f in enumerate(ms.WINDOW_FEATURES)},
+                         "windows": int(n)})
+            print(rows[-1], flush=True)
+    write_table(rows, COLUMNS, args.json)
+
+
+if __name__ == "__main__":
+    main()
