@@ -490,7 +490,7 @@ class StyleTransfer:
                 take = near_miss[at] <= ladder.miss[todo]
                 windows, window_holds = windows.copy(), window_holds.copy()
                 windows[todo[take]], window_holds[todo[take]] = near_windows[at[take]], near_holds[at[take]]
-            yield SearchStep(alpha, windows, window_holds, ladder.windows, ladder.holds)
+            yield SearchStep(alpha, windows, window_holds, ladder.windows)
 
     def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
                           space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -681,7 +681,6 @@ class SearchStep:
     windows: np.ndarray  # (N, W, 2, 2, P) the choice: a path move's, else the neighbour moves' where they miss no more
     holds: np.ndarray  # (N, 2, P) its holds
     path_windows: np.ndarray  # (N, W, 2, 2, P) the choice among path moves alone (tune_transfer chooses the cap on it)
-    path_holds: np.ndarray  # (N, 2, P)
 
 
 def stitch_tied(windows: list[tuple[int, int, np.ndarray]], holds, total_steps: int, n_pitches: int) -> np.ndarray:
