@@ -30,13 +30,15 @@ class ValSearch:
     windows: dict[str, SourceWindows]  # per style: the audible windows of its validation pieces
 
     @classmethod
-    def load(cls) -> "ValSearch":
+    def load(cls, pieces_per_style: int | None = None) -> "ValSearch":
+        """The committed models and ``pieces_per_style`` validation pieces per style (default: params.yaml's
+        transfer.val_pieces_per_style, the pieces tune_transfer reads; more of them: less noise)."""
         params = load_params("params.yaml")
         model = StyleTransfer.load()
         judge, _ = load_judge(layout.JUDGE)
         index = ShardIndex.open(layout.SHARDS)
-        pieces = select_pieces(layout.RAW, layout.SPLITS, model.styles, params.transfer.val_pieces_per_style,
-                               params.seed, "val")
+        pieces = select_pieces(layout.RAW, layout.SPLITS, model.styles,
+                               pieces_per_style or params.transfer.val_pieces_per_style, params.seed, "val")
         return cls(model, judge, search_space(index, params.transfer), style_bounds(index, "val"),
                    tuple(params.transfer.search_percentiles),
                    {style: source_windows(model, layout.RAW, files) for style, files in pieces.items()})

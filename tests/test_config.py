@@ -60,6 +60,8 @@ def test_repository_params_load():
          r"transfer\.search_neighbour_steps: must be strictly ascending"),
         (lambda r: r["transfer"].update(search_neighbours=0), r"transfer\.search_neighbours"),
         (lambda r: r["transfer"].update(search_neighbours=17), r"transfer\.search_neighbours"),
+        (lambda r: r["transfer"].update(search_knn=0), r"transfer\.search_knn"),
+        (lambda r: r["transfer"].update(search_min_knn_share=1.5), r"transfer\.search_min_knn_share"),
         (lambda r: r["classifier"].update(region_samples=70000), r"classifier\.region_samples"),
         (lambda r: r["transfer"].update(search_threshold_offsets=[]), r"transfer\.search_threshold_offsets: must hold at"),
     ],

@@ -1,5 +1,6 @@
 """Whole-piece style transfer: windows, latent moves, the transfer stage's outputs and its failure handling."""
 
+import copy
 import csv
 import dataclasses
 import shutil
@@ -245,9 +246,10 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 # ---------------------------------------------------------------- attribute_search
 def _space(model, bounds=((0.0, 100.0),) * 4, min_probability=0.5, medians=(2.0,) * 4,
-           paths=("mean_shift",), right_hand=(0.0,), neighbour_steps=(), neighbours=1):
+           paths=("mean_shift",), right_hand=(0.0,), neighbour_steps=(), neighbours=1, knn=4, min_knn_share=0.0):
     return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), right_hand, {s: bounds for s in model.styles},
-                       min_probability, {s: medians for s in model.styles}, neighbour_steps, neighbours)
+                       min_probability, {s: medians for s in model.styles}, neighbour_steps, neighbours, knn,
+                       min_knn_share)
 
 
 def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(model):
@@ -404,6 +406,39 @@ def test_attribute_search_asks_the_latent_classifier_for_at_least_min_probabilit
     # the texture band is wide open: the miss is 1 exactly where the target's probability is under the floor
     np.testing.assert_array_equal(miss_strict, (probs < 0.999999).astype(float))
     assert (miss_strict >= miss_loose).all() and (miss_strict > miss_loose).any()
+    assert SearchSpace.from_json(strict.to_json()) == strict
+
+
+def test_knn_share_counts_the_target_among_the_nearest_training_latents_each_style_weighted_equally(model):
+    from midistyle.classifier import StyleRegions
+    Z = model.regions.means.shape[1]
+    far = torch.zeros(Z)
+    far[0] = 100.0
+    # style 0: four latents at the origin; style 1: one latent at the origin and one far away (weight 1/2 each)
+    bank = [torch.zeros(4, Z), torch.stack([torch.zeros(Z), far])]
+    probe = copy.copy(model)  # the same models, another sample of training latents
+    probe.regions, probe._bank = StyleRegions(model.regions.means, model.regions.chol, [4, 2], bank), None
+    z = torch.stack([torch.zeros(Z), far])
+    # the 5 nearest of the origin: 4 of style 0 (1/4 each) and 1 of style 1 (1/2): style 1 holds 1/2 / (1 + 1/2)
+    np.testing.assert_allclose(probe.knn_share(z[:1], 1, 5), [1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(probe.knn_share(z[1:], 1, 1), [1.0])  # far away, its one nearest is style 1's
+    np.testing.assert_allclose(probe.knn_share(z, 0, 6), [1.0 / 2.0, 1.0 / 2.0], rtol=1e-6)  # every sample votes
+
+
+def test_attribute_search_asks_the_nearest_training_latents_for_at_least_min_knn_share(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    windows = [w for w in piece_windows(piece, model.spec) if w.notes]
+    mu, lengths = model.encode(windows), np.array([w.length for w in windows])
+    s, t = model.style_index("calm"), model.style_index("busy")
+    loose, strict = _space(model), _space(model, knn=8, min_knn_share=0.75)
+    _, miss_loose, _, _ = model.search_candidates(mu, lengths, s, t, loose.alphas(2.0), loose)
+    dec, miss_strict, _, _ = model.search_candidates(mu, lengths, s, t, strict.alphas(2.0), strict)
+    probs = np.stack([model.style_probs(model.encode_arrays(d, lengths))[:, t] for d in dec])  # (C, N)
+    share = np.stack([model.knn_share(model.encode_arrays(d, lengths), t, 8) for d in dec])  # (C, N)
+    # the texture band is wide open: the miss is 1 exactly where either vote refuses the target
+    np.testing.assert_array_equal(miss_strict, ((probs < 0.5) | (share < 0.75)).astype(float))
+    assert ((share < 0.75) & (probs >= 0.5)).any()  # the neighbours turn away some the classifier passes
+    assert (miss_strict >= miss_loose).all()
     assert SearchSpace.from_json(strict.to_json()) == strict
 
 

@@ -152,6 +152,7 @@ class ModelParams:
 
 
 MAX_SEARCH_NEIGHBOURS = 16  # transfer.search_neighbours: each adds a decoding per neighbour step
+MAX_SEARCH_KNN = 256  # transfer.search_knn: sampled training latents that vote on each re-encoded candidate
 MAX_REGION_SAMPLES = 65536  # classifier.region_samples: at most this many training latents per style in its checkpoint
 MAX_TRANSPOSE = 24  # train, classifier and judge .transpose: at most two octaves either way
 
@@ -247,6 +248,8 @@ class TransferParams:
     search_neighbour_steps: list[float]  # attribute_search: for windows no path settles, steps towards the nearest
                                          # target training latent (fractions of the way, ascending, each in (0, 1]; [] off)
     search_neighbours: int = _f(ge=1, le=MAX_SEARCH_NEIGHBOURS)  # attribute_search: nearest target latents per step
+    search_knn: int = _f(ge=1, le=MAX_SEARCH_KNN)  # attribute_search: training latents that vote on a candidate
+    search_min_knn_share: float = _f(ge=0.0, le=1.0)  # attribute_search: their least target share (0: no vote)
     target_strength: float = _f(gt=0.0, le=1.0)
     val_pieces_per_style: int = _f(ge=1)  # validation pieces (seeded choice) the choice is made on
     guided_lr: float = _f(gt=0.0)

@@ -51,7 +51,10 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
 
   A candidate passes when the latent
   classifier, re-encoding it, assigns it to the target with a probability of at
-  least ``transfer.search_min_probability`` *and* its note density, polyphony,
+  least ``transfer.search_min_probability``, at least ``transfer.search_min_knn_share``
+  of the ``transfer.search_knn`` sampled training windows whose latents lie nearest
+  the re-encoding are of the target (:meth:`StyleTransfer.knn_share`: a classifier's
+  border can be crossed far from any real window of the target), *and* its note density, polyphony,
   right-hand share and left-hand density (:data:`~midistyle.musicstats.WINDOW_FEATURES`) lie
   inside the ``transfer.search_percentiles`` band (10th-90th) of the target
   style's **training** windows (:class:`SearchSpace`). A window keeps, at the
@@ -146,6 +149,8 @@ class SearchSpace:
     texture_medians: dict[str, tuple]  # style -> the medians of its training windows' ms.WINDOW_FEATURES
     neighbour_steps: tuple[float, ...]  # transfer.search_neighbour_steps: the fallback's fractions of the way, ascending
     neighbours: int  # transfer.search_neighbours: the nearest target training latents each fallback step aims at
+    knn: int  # transfer.search_knn: the sampled training latents, of every style, nearest a re-encoded candidate
+    min_knn_share: float  # transfer.search_min_knn_share: the least (style-balanced) share of them from the target
 
     def alphas(self, cap: float) -> list[float]:
         """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
@@ -173,7 +178,8 @@ class SearchSpace:
                 "texture_bounds": {k: [list(r) for r in v] for k, v in self.texture_bounds.items()},
                 "min_probability": self.min_probability,
                 "texture_medians": {k: list(v) for k, v in self.texture_medians.items()},
-                "neighbour_steps": list(self.neighbour_steps), "neighbours": self.neighbours}
+                "neighbour_steps": list(self.neighbour_steps), "neighbours": self.neighbours,
+                "knn": self.knn, "min_knn_share": self.min_knn_share}
 
     @classmethod
     def from_json(cls, data: dict) -> "SearchSpace":
@@ -191,7 +197,8 @@ class SearchSpace:
                    {k: tuple(tuple(float(x) for x in r) for r in v) for k, v in data["texture_bounds"].items()},
                    float(data["min_probability"]),
                    {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()},
-                   tuple(float(x) for x in data["neighbour_steps"]), int(data["neighbours"]))
+                   tuple(float(x) for x in data["neighbour_steps"]), int(data["neighbours"]), int(data["knn"]),
+                   float(data["min_knn_share"]))
 
     def texture_distance(self, features: np.ndarray, style: str) -> np.ndarray:
         """(N,) how far window features (N, F) lie from ``style``'s median training window, in band widths
@@ -300,6 +307,7 @@ class StyleTransfer:
         self.threshold = float(vae_ckpt["threshold"])
         self.spec = vae_spec(vae_ckpt)
         self._transport: dict[tuple[int, int], torch.Tensor] = {}  # (source, target) -> the map's A (path_vectors)
+        self._bank = None  # (latents (M, Z), their styles (M,), each style's weight (S,)): knn_share's, built once
         self.device = torch.device(device)
 
     @classmethod
@@ -576,18 +584,18 @@ class StyleTransfer:
             # a candidate has notes, however far their texture lies from the band
             textures.append(np.where(silent, np.inf, texture_miss(features, bounds)))
             distances.append(space.texture_distance(features, self.styles[target]))
-        miss = self.classifier_misses([dec for dec, _ in decoded], lengths, target, np.stack(textures),
-                                      space.min_probability, lazy)
+        miss = self.classifier_misses([dec for dec, _ in decoded], lengths, target, np.stack(textures), space, lazy)
         return [(dec, miss[c], distances[c], holds) for c, (dec, holds) in enumerate(decoded)]
 
     def classifier_misses(self, decoded: list[np.ndarray], lengths: np.ndarray, target: int, texture: np.ndarray,
-                          min_probability: float, lazy: bool) -> np.ndarray:
-        """Candidates' misses (C, N): texture miss (C, N) + 1 where the latent classifier, re-encoding the window,
-        does not give the target at least ``min_probability``. Every sounding candidate is re-encoded, or with
-        ``lazy`` only those that can decide :meth:`search_steps`'s choice: first those inside the texture band
-        (they may pass), then, for each window none of them passes, those whose texture miss is at most the
-        least miss known (one of them misses least). The others keep texture + 1, above their window's least
-        miss, so the choice is the same as with every miss known."""
+                          space: SearchSpace, lazy: bool) -> np.ndarray:
+        """Candidates' misses (C, N): texture miss (C, N) + 1 where, re-encoding the window, the latent classifier
+        does not give the target at least ``space.min_probability``, or fewer than ``space.min_knn_share`` of the
+        ``space.knn`` training latents nearest it are the target's (:meth:`knn_share`; 0: not asked). Every
+        sounding candidate is re-encoded, or with ``lazy`` only those that can decide :meth:`search_steps`'s
+        choice: first those inside the texture band (they may pass), then, for each window none of them passes,
+        those whose texture miss is at most the least miss known (one of them misses least). The others keep
+        texture + 1, above their window's least miss, so the choice is the same as with every miss known."""
         C, N = texture.shape
         miss = texture + 1.0
         asked = np.zeros((C, N), bool)
@@ -595,12 +603,35 @@ class StyleTransfer:
         for _ in range(2 if lazy else 1):
             for c in np.nonzero(ask.any(axis=1))[0]:
                 n = np.nonzero(ask[c])[0]
-                probs = self.style_probs(self.encode_arrays(decoded[c][n], lengths[n]))
-                miss[c, n] = texture[c, n] + off_target(probs, target, min_probability)
+                z = self.encode_arrays(decoded[c][n], lengths[n])
+                off = off_target(self.style_probs(z), target, space.min_probability)
+                if space.min_knn_share > 0:
+                    off |= self.knn_share(z, target, space.knn) < space.min_knn_share
+                miss[c, n] = texture[c, n] + off
             asked |= ask
             settled = (miss == 0).any(axis=0)
             ask = ~asked & ~settled[None] & np.isfinite(texture) & (texture <= miss.min(axis=0)[None])
         return miss
+
+    @torch.no_grad()
+    def knn_share(self, z: torch.Tensor, target: int, k: int) -> np.ndarray:
+        """(N,) of the ``k`` sampled training latents (every style's, :attr:`StyleRegions.samples`) nearest each
+        latent z (N, Z), the share from ``target``, each weighted by one over its style's sample count (a style
+        with more samples gets no more say). The latent classifier draws one border between two styles; a
+        window re-encoded just past it, far from any real window of the target, has few target neighbours."""
+        if self._bank is None:
+            samples = self.regions.samples
+            styles = torch.cat([torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(samples)])
+            self._bank = (torch.cat(list(samples)).to(self.device), styles.to(self.device),
+                          torch.tensor([1.0 / max(len(b), 1) for b in samples], device=self.device))
+        bank, style, weight = self._bank
+        out = []
+        for lo in range(0, len(z), DECODE_BATCH):
+            nearest = style[torch.cdist(z[lo : lo + DECODE_BATCH], bank).topk(min(k, len(bank)), dim=1,
+                                                                               largest=False).indices]  # (n, k)
+            w = weight[nearest]
+            out.append(((w * (nearest == target)).sum(1) / w.sum(1)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
 
     def _moved(self, mu: torch.Tensor, job: Job) -> torch.Tensor:
         src = torch.full((len(mu),), job.source, dtype=torch.long, device=mu.device)

@@ -110,7 +110,7 @@ def search_space(index: ShardIndex, tp) -> SearchSpace:
                        tuple(tp.search_right_hand_offsets),
                        {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
                        {s: tuple(m.tolist()) for s, m in medians.items()},
-                       tuple(tp.search_neighbour_steps), tp.search_neighbours)
+                       tuple(tp.search_neighbour_steps), tp.search_neighbours, tp.search_knn, tp.search_min_knn_share)
 
 
 # ---------------------------------------------------------------- the sweep
