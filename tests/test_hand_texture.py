@@ -1,24 +1,18 @@
 """benchmarks/hand_texture.py's per-hand measures on a hand-made window with known answers."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 
 from midistyle.roll import LEFT, ONSET, RIGHT, SOUNDING
+from tests.helpers_bench import load_benchmark
 from tests.helpers_params import repo_spec
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEC = repo_spec()  # params.yaml's grid: 4 steps a beat
 
 
 def load_hand_texture(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports its neighbour `written`
-    spec = importlib.util.spec_from_file_location("hand_texture", ROOT / "benchmarks" / "hand_texture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("hand_texture", monkeypatch)  # it imports its neighbour `written`
 
 
 def note(roll, hand, pitch, on, steps):

@@ -6,7 +6,6 @@ files when ../shared/corpus is beside the repository, else on files built in cod
 """
 
 import dataclasses
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from midistyle.roll import RollError, RollSpec, read_piece, read_piece_reference
+from tests.helpers_bench import load_benchmark
 from tests.helpers_params import repo_spec
 from tests.midi_fixtures import (bad_files, no_note_offs_file, piece, program_change_mid_note, scale_piece, smpte_file,
                                  tick_piece, tricky_files, write)
@@ -26,13 +26,6 @@ SPEC = repo_spec()  # params.yaml's grid
 
 def grid(**changes) -> RollSpec:
     return dataclasses.replace(SPEC, **changes)
-
-
-def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 compare_readers = load_benchmark("compare_readers")

@@ -1,24 +1,14 @@
 """benchmarks/search_refusals.py's AUC on hand-made scores with known answers."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_search_refusals(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports its neighbour `valsearch`
-    spec = importlib.util.spec_from_file_location("search_refusals", ROOT / "benchmarks" / "search_refusals.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers_bench import load_benchmark
 
 
 def test_auc_known_answers(monkeypatch):
-    auc = load_search_refusals(monkeypatch).auc
+    auc = load_benchmark("search_refusals", monkeypatch).auc  # it imports `valsearch`
     refused = np.array([True, True, False, False])
     assert auc(np.array([3.0, 4.0, 1.0, 2.0]), refused) == 1.0  # every refused window scores above every accepted one
     assert auc(np.array([1.0, 2.0, 3.0, 4.0]), refused) == 0.0
