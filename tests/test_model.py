@@ -154,7 +154,7 @@ def test_checkpoint_round_trip_through_load_vae(shards, tmp_path, monkeypatch):
     assert ckpt["shards_hash"] == shards.content_hash() and ckpt["spec"] == shards.spec.to_dict()
     assert 0 < ckpt["threshold"] < 1 and set(ckpt["pos_weight"]) == {"sounding", "onset"}
     assert ckpt["params"]["train"]["epochs"] == 1 and len(ckpt["history"]) == 1
-    assert "optimizer_state" in ckpt and isinstance(ckpt["git_rev"], str)
+    assert "optimizer_state" in ckpt and "git_rev" not in ckpt and set(ckpt["params"]) == {"seed", "model", "train"}
     fresh = StyleVAE(VAEConfig(**ckpt["model_config"]))
     fresh.load_state_dict(ckpt["model_state"])
     fresh.eval()

@@ -143,7 +143,7 @@ def test_pos_weight_from_the_training_note_density(shards):
 # ---------------------------------------------------------------- the stage
 def test_outputs(baseline):
     root, metrics = baseline
-    assert not (root / "models/tmp/vae-last.pt").exists()  # removed on success
+    assert torch.load(root / "models/tmp/vae-last.pt", weights_only=True)["epoch"] == EPOCHS  # kept: a longer run continues
     assert json.loads((root / "metrics/train_vae.json").read_text()) == metrics
     assert metrics["epochs"] == EPOCHS and metrics["timing"]["resumed_from_epoch"] == 0
     for key in ("precision", "recall", "f1", "onset_f1", "active_dims", "kl", "recon"):
@@ -204,6 +204,44 @@ def test_a_checkpoint_of_other_params_is_not_resumed(shards, tmp_path):
     assert metrics["timing"]["resumed_from_epoch"] == 0
 
 
+def test_a_finished_run_asked_for_more_epochs_continues_and_ends_bitwise_equal(baseline, shards, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("MIDISTYLE_MLFLOW_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    paths = paths_in(tmp_path, shards)
+    mlflow = {"enabled": True, "experiment": "midistyle-continue"}
+    short = train(tiny_params(train={"epochs": 2}, mlflow=mlflow), paths, progress=False)
+    assert short["epochs"] == 2
+    metrics = train(tiny_params(train={"epochs": EPOCHS}, mlflow=mlflow), paths, progress=False)
+    assert metrics["timing"]["resumed_from_epoch"] == 2 and metrics["timing"]["epochs_this_run"] == EPOCHS - 2
+    assert without_timing(metrics) == without_timing(baseline[1])
+    assert_same_weights(paths.model, baseline[0] / "models/vae.pt")
+    # the finished run's MLflow params are immutable: the continuation is a new run that names it
+    client = tracking.client(os.environ["MIDISTYLE_MLFLOW_URI"])
+    exp = client.get_experiment_by_name("midistyle-continue")
+    first, second = sorted(client.search_runs([exp.experiment_id]), key=lambda r: r.info.start_time)
+    assert first.data.params["train.epochs"] == "2" and second.data.params["train.epochs"] == str(EPOCHS)
+    assert second.data.tags["continued_from_run"] == first.info.run_id
+    assert second.data.tags["resumed_from_epoch"] == "2" and "continued_from_run" not in first.data.tags
+
+
+def test_a_finished_run_is_not_continued_to_fewer_epochs_or_by_other_code_or_under_cosine(shards, tmp_path,
+                                                                                           monkeypatch):
+    from midistyle import train as train_module
+
+    paths = paths_in(tmp_path, shards)
+    train(tiny_params(train={"epochs": 2}), paths, progress=False)
+    assert train(tiny_params(train={"epochs": 1}), paths, progress=False)["timing"]["resumed_from_epoch"] == 0
+    again = train(tiny_params(train={"epochs": 1}), paths, progress=False)  # `dvc repro -f`: nothing left to train
+    assert again["timing"]["resumed_from_epoch"] == 1 and again["timing"]["epochs_this_run"] == 0
+    digest = train_module.source_digest()
+    monkeypatch.setattr(train_module, "source_digest", lambda: digest[::-1])  # the package's code changed
+    assert train(tiny_params(train={"epochs": 2}), paths, progress=False)["timing"]["resumed_from_epoch"] == 0
+    monkeypatch.undo()
+    cosine = {"lr_schedule": "cosine", "min_lr": 0.0}
+    train(tiny_params(train={"epochs": 1, **cosine}), paths, progress=False)
+    assert train(tiny_params(train={"epochs": 2, **cosine}), paths, progress=False)["timing"]["resumed_from_epoch"] == 0
+
+
 KILLED_RUN = """
 import logging, sys, time
 from pathlib import Path
@@ -249,7 +287,7 @@ def test_resume_after_sigkill_mid_epoch_ends_bitwise_equal(baseline, shards, tmp
     assert metrics["timing"]["resumed_from_epoch"] == 2
     assert without_timing(metrics) == without_timing(baseline[1])
     assert_same_weights(tmp_path / "models/vae.pt", baseline[0] / "models/vae.pt")
-    assert not last.exists()
+    assert torch.load(last, weights_only=True)["epoch"] == EPOCHS  # the finished state, for a longer run
 
 
 def test_ddp_two_gloo_processes_on_cpu(shards, tmp_path):
@@ -347,7 +385,7 @@ def test_a_training_run_is_logged_to_mlflow(shards, tmp_path, monkeypatch):
                      for suffix in ("-original.mid", "-reconstruction.mid", ".png")}
     assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} == {"model/vae.pt"}
     ckpt = torch.load(paths.model, weights_only=True)
-    assert "mlflow_run_id" not in ckpt and "mlflow" not in ckpt["params"]  # the stage output names no run
+    assert "mlflow_run_id" not in ckpt and set(ckpt["params"]) == {"seed", "model", "train"}  # names no run
     # the run that produced models/vae.pt is found from the file's md5 (what dvc.lock records)
     assert tags[f"dvc_out_md5.{paths.model.as_posix()}"] == tracking.file_md5(paths.model)
     assert tracking.find_runs_for_output(paths.model, experiment="midistyle-test") == [run.info.run_id]

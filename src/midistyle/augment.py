@@ -5,11 +5,12 @@ classifier with its style regions (``classifier.transpose``) each see their
 training windows moved by a random number of semitones. For the VAE it is data
 augmentation. For the judge and the latent style regions it keeps the *key*
 out of what they learn as *style*. The Palestrina masses keep to the white keys
-and B flat (the five black keys start 0.07 of their notes, 0.20 of the chorales'),
-so a judge trained on the pieces as written called 0.73-0.79 of the mass windows
-moved a semitone baroque, 0.11-0.15 renaissance (``benchmarks/judge_keys.py``), and style means fitted
-on them differ by the keys as well as the style: a transfer along them pulls a
-mass towards the chorales' black keys, notes foreign to its own key.
+and B flat (the five black keys start 0.07 of their notes, 0.20 of the
+chorales'), so a judge trained on the pieces as written called 0.73-0.79 of the
+mass windows moved a semitone baroque, 0.11-0.15 renaissance
+(``benchmarks/judge_keys.py``), and style means fitted on them differ by the
+keys as well as the style: a transfer along them pulls a mass towards the
+chorales' black keys, notes foreign to its own key.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected, shuffled_batches
 from midistyle.model import StyleVAE, load_vae, read_checkpoint, vae_spec
 from midistyle.shards import ShardIndex
-from midistyle.tracking import epoch_logger, start_run
+from midistyle.tracking import epoch_logger, log_scores, start_run
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +263,7 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, vae_path: str | 
         metrics = {"styles": list(index.styles), "latent_classifier": clf_out["metrics"]}
         atomic_write_json(metrics_path, metrics)
         m = metrics["latent_classifier"]
-        for split in ("val", "test"):
-            run.log_metrics({f"latent_classifier_{split}_accuracy": m[split]["accuracy"],
-                             f"latent_classifier_{split}_balanced_accuracy": m[split]["balanced_accuracy"]})
+        log_scores(run, "latent_classifier", m, ("val", "test"))
         log.info("latent_classifier test: accuracy %.3f, balanced accuracy %.3f", m["test"]["accuracy"],
                  m["test"]["balanced_accuracy"])
         run.log_artifact(metrics_path, "metrics")

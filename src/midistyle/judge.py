@@ -16,9 +16,10 @@ It is a panel of two members, the same network trained the same way:
 Both members train on windows moved to other keys (``judge.transpose``,
 :mod:`midistyle.augment`): trained on the pieces as written, the panel called
 0.73-0.79 of the renaissance test windows moved up or down a semitone baroque
-and 0.11-0.15 renaissance, since the masses keep to the white keys and B flat. A judge of key would let a
-transfer pass by adding black keys. ``test_transposed`` in its metrics is the
-test split with every window moved by a seeded shift in :data:`KEY_CHECK`.
+and 0.11-0.15 renaissance, since the masses keep to the white keys and B flat.
+A judge of key would let a transfer pass by adding black keys.
+``test_transposed`` in its metrics is the test split with every window moved
+by a seeded shift in :data:`KEY_CHECK`.
 
 Both are as accurate on real windows, but the hands member's verdict follows
 notes moved from one hand into the other (benchmarks/judge_hands.py: baroque
@@ -53,7 +54,7 @@ from midistyle.fileio import atomic_write_bytes, atomic_write_json
 from midistyle.model import read_checkpoint
 from midistyle.roll import RollSpec
 from midistyle.shards import Batch, ShardIndex
-from midistyle.tracking import epoch_logger, start_run
+from midistyle.tracking import epoch_logger, log_scores, start_run
 
 log = logging.getLogger(__name__)
 
@@ -246,11 +247,9 @@ def train_stage(params, shards_dir: str | Path = layout.SHARDS, judge_path: str 
         metrics = {"styles": list(index.styles), **out["metrics"]}
         atomic_write_json(metrics_path, metrics)
         splits = ("val", "test", "test_transposed")
-        for split in splits:
-            run.log_metrics({f"judge_{split}_accuracy": metrics[split]["accuracy"],
-                             f"judge_{split}_balanced_accuracy": metrics[split]["balanced_accuracy"]})
+        log_scores(run, "judge", metrics, splits)
         for name, m in metrics["members"].items():
-            run.log_metrics({f"judge_{name}_{split}_accuracy": m[split]["accuracy"] for split in splits})
+            log_scores(run, f"judge_{name}", m, splits, keys=("accuracy",))
         log.info("judge test: accuracy %.3f, balanced accuracy %.3f, moved to other keys %.3f (members: %s)",
                  metrics["test"]["accuracy"], metrics["test"]["balanced_accuracy"],
                  metrics["test_transposed"]["accuracy"],

@@ -45,7 +45,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,12 @@ def epoch_logger(run: "Run | NullRun", prefix: str, logger: logging.Logger) -> C
         logger.info("%s epoch %d: %s", prefix, epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
         run.log_metrics({f"{prefix}_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
     return log_epoch
+
+
+def log_scores(run: "Run | NullRun", prefix: str, metrics: dict, splits: Iterable[str],
+               keys: Iterable[str] = ("accuracy", "balanced_accuracy")) -> None:
+    """Each split's classification scores to the run as ``{prefix}_{split}_{key}`` (``judge_test_accuracy``)."""
+    run.log_metrics({f"{prefix}_{split}_{key}": metrics[split][key] for split in splits for key in keys})
 
 
 def run_tags(params: Params, stage: str) -> dict[str, str]:

@@ -29,9 +29,16 @@ the order of ``(seed, epoch)``, with deterministic algorithms (the data split
 keeps the top-level ``seed``: another ``train.seed`` trains another model on the
 same windows, which is how training noise is measured). After every epoch the
 whole state goes atomically to ``models/tmp/vae-last.pt`` with a key of the
-params and the shards' hash; a new run with the same key (the stage killed,
-even by SIGKILL, and started again) resumes after the last finished epoch and
-ends bitwise-equal to an uninterrupted run. A different key starts over.
+``seed``/``model``/``train`` params, the shards' hash and the package's source
+code; a new run with the same key (the stage killed, even by SIGKILL, and
+started again) resumes after the last finished epoch and ends bitwise-equal to
+an uninterrupted run. A different key starts over. The file stays after the
+last epoch, and with the constant learning rate ``train.epochs`` is not part of
+the key: a finished run asked for more epochs (``-S train.epochs=144`` after
+72) continues from it, into a new MLflow run tagged ``continued_from_run``, and
+ends with the weights of the longer run from the start (the KL warm-up counts
+steps, not a share of the run). Only the curves can differ: the shorter run's
+last epoch was validated even where ``train.eval_every`` would have skipped it.
 
 ``train.num_processes > 1`` re-launches the stage under ``torch.distributed.run``
 (DistributedDataParallel, NCCL on CUDA, Gloo on CPU); ``train.batch_size`` is per
@@ -70,7 +77,7 @@ from midistyle.fileio import atomic_write_bytes, atomic_write_json, atomic_write
 from midistyle.model import CHECKPOINT_KIND, StyleVAE, VAEConfig
 from midistyle.recon import add_counts, count_cells, reconstruct, scores, tune_onset_threshold, tune_threshold
 from midistyle.shards import Batch, ShardIndex
-from midistyle.tracking import NullRun, git_revision, start_run
+from midistyle.tracking import NullRun, start_run
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +251,31 @@ def free_decoding(vae: StyleVAE, index: ShardIndex, split: str, threshold: float
 
 
 # ---------------------------------------------------------------- checkpoints
+def stage_params(params: Params) -> dict:
+    """The params this stage reads (dvc.yaml's ``seed``, ``model``, ``train``): what its checkpoints store."""
+    return {"seed": params.seed, "model": as_dict(params.model), "train": as_dict(params.train)}
+
+
+def source_digest() -> str:
+    """sha256 of the midistyle package's source files: a checkpoint of other code is never resumed."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def run_key(params: Params, shards_hash: str) -> str:
-    """Names what a checkpoint was trained from: a resume needs the same seed, model, train params and data."""
-    relevant = {"seed": params.seed, "model": as_dict(params.model), "train": as_dict(params.train)}
-    return hashlib.sha256((json.dumps(relevant, sort_keys=True) + shards_hash).encode()).hexdigest()
+    """Names what a checkpoint was trained from: a resume needs the same seed, model, train params, data and code.
+
+    ``train.epochs`` is left out under the constant learning rate, so that a
+    finished run can be continued to more epochs; a cosine schedule decays over
+    the run's steps, so there the number of epochs is part of the key.
+    """
+    relevant = stage_params(params)
+    if params.train.lr_schedule == "constant":
+        relevant["train"] = {k: v for k, v in relevant["train"].items() if k != "epochs"}
+    text = json.dumps(relevant, sort_keys=True) + shards_hash + source_digest()
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def save_checkpoint(ckpt: dict, path: Path) -> None:
@@ -260,30 +288,34 @@ def save_checkpoint(ckpt: dict, path: Path) -> None:
 def stage_checkpoint(ckpt: dict) -> dict:
     """``models/vae.pt``: the resumable checkpoint less where the run was logged.
 
-    The MLflow run id and settings say nothing about what was computed; keeping
-    them out makes two identical runs write identical bytes, and the MLflow
-    settings no dependency of the stage. The run is found from the file's md5
-    instead (``tracking.find_runs_for_output``).
+    The MLflow run id says nothing about what was computed; keeping it out
+    makes two identical runs write identical bytes. The run is found from the
+    file's md5 instead (``tracking.find_runs_for_output``).
     """
-    out = {k: v for k, v in ckpt.items() if k != "mlflow_run_id"}
-    out["params"] = {k: v for k, v in ckpt["params"].items() if k != "mlflow"}
-    return out
+    return {k: v for k, v in ckpt.items() if k != "mlflow_run_id"}
 
 
-def load_resumable(path: Path, key: str) -> dict | None:
-    """The temporary checkpoint when it belongs to this run (same key), else None (and it is removed)."""
+def load_resumable(path: Path, key: str, epochs: int) -> dict | None:
+    """The temporary checkpoint when it belongs to this run (same key, at most ``epochs`` epochs), else None."""
     if not path.exists():
         return None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:  # written atomically, so only a foreign file
         log.warning("%s: unreadable (%s); starting over", path, exc)
-        ckpt = None
-    if ckpt is not None and ckpt.get("run_key") == key:
-        return ckpt
-    if ckpt is not None:
-        log.info("%s: from other params or data; starting over", path)
-    return None
+        return None
+    if ckpt.get("run_key") != key:
+        log.info("%s: from other params, data or code; starting over", path)
+        return None
+    if ckpt["epoch"] > epochs:
+        log.info("%s: %d epochs, more than train.epochs %d; starting over", path, ckpt["epoch"], epochs)
+        return None
+    return ckpt
+
+
+def finished(ckpt: dict) -> bool:
+    """Whether a resumable checkpoint is the end of its run (rather than of an interrupted epoch)."""
+    return ckpt["epoch"] == ckpt["params"]["train"]["epochs"]
 
 
 # ---------------------------------------------------------------- the run
@@ -358,8 +390,8 @@ class State:
     history: list[dict]  # one row of CURVE_COLUMNS per finished epoch
     threshold: float | None  # the val threshold of the last epoch (None before the first one)
     resumed_from: int  # epochs finished before this process started
-    resumed_run: str | None  # the MLflow run the resumed checkpoint logged to
-    git_rev: str | None
+    resumed_run: str | None  # the MLflow run an interrupted run logged to (logging goes on there)
+    continued_run: str | None  # the MLflow run of a finished shorter run continued here
 
 
 @dataclass
@@ -386,6 +418,8 @@ def _train(params: Params, paths: Paths, dist: Dist, device: torch.device, progr
     with start_run(params, STAGE, state.resumed_run) if dist.main else nullcontext(NullRun()) as run:
         if state.resumed_from:
             run.set_tags({"resumed_from_epoch": state.resumed_from})
+        if state.continued_run:
+            run.set_tags({"continued_from_run": state.continued_run})
         for epoch in range(state.resumed_from, tp.epochs):
             t0 = time.perf_counter()
             train_row = train_epoch(params, state, index, epoch, steps, dist, device, progress, clock)
@@ -427,7 +461,7 @@ def start_state(params: Params, paths: Paths, index: ShardIndex, dist: Dist, dev
     torch.manual_seed(tp.seed)  # the initial weights
     vae = StyleVAE(VAEConfig.from_params(params.model, index.spec)).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=tp.lr)
-    resumed = load_resumable(paths.last, key)
+    resumed = load_resumable(paths.last, key, tp.epochs)
     if dist.world > 1:
         torch.distributed.barrier()  # every rank has read the checkpoint before rank 0 may replace it
     if resumed is not None:
@@ -435,7 +469,8 @@ def start_state(params: Params, paths: Paths, index: ShardIndex, dist: Dist, dev
         opt.load_state_dict(resumed["optimizer_state"])
         history = resumed["history"]
         pos_weight = [resumed["pos_weight"]["sounding"], resumed["pos_weight"]["onset"]]
-        log.info("resuming from %s after epoch %d of %d", paths.last, resumed["epoch"], tp.epochs)
+        log.info("%s from %s after epoch %d of %d", "continuing a finished run" if finished(resumed) else "resuming",
+                 paths.last, resumed["epoch"], tp.epochs)
     else:
         history, pos_weight = [], pos_weights(index, tp)
         if dist.main:
@@ -445,8 +480,9 @@ def start_state(params: Params, paths: Paths, index: ShardIndex, dist: Dist, dev
         model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device] if device.type == "cuda" else None)
     return State(vae, model, opt, key, shards_hash, pos_weight, torch.tensor(pos_weight, device=device), history,
                  threshold=last_threshold(history, tp.threshold), resumed_from=len(history),
-                 resumed_run=resumed.get("mlflow_run_id") if resumed else None,
-                 git_rev=git_revision()[0] if dist.main else None)
+                 # a finished run's MLflow run holds its params (immutable there): a continuation logs to a new one
+                 resumed_run=resumed["mlflow_run_id"] if resumed and not finished(resumed) else None,
+                 continued_run=resumed["mlflow_run_id"] if resumed and finished(resumed) else None)
 
 
 def train_epoch(params: Params, state: State, index: ShardIndex, epoch: int, steps: int, dist: Dist,
@@ -526,10 +562,9 @@ def checkpoint(params: Params, state: State, index: ShardIndex, epoch: int, run_
         "model_state": state.vae.state_dict(),
         "optimizer_state": state.opt.state_dict(),
         "epoch": epoch,  # epochs finished
-        "params": as_dict(params),
+        "params": stage_params(params),  # only what the stage reads: other params leave the bytes alone
         "run_key": state.key,
         "shards_hash": state.shards_hash,
-        "git_rev": state.git_rev,
         "styles": list(index.styles),
         "spec": index.spec.to_dict(),
         "threshold": None if state.threshold is None else float(state.threshold),  # None before a validation
@@ -560,8 +595,7 @@ def finish_run(params: Params, paths: Paths, state: State, index: ShardIndex, va
     }
     atomic_write_json(paths.metrics, metrics)
     log_run_artifacts(run, params, paths, state.vae, index, val_subset, state.threshold, device)
-    paths.last.unlink(missing_ok=True)
-    return metrics
+    return metrics  # paths.last stays: a longer run of the same key continues from it
 
 
 def final_metrics(params: Params, paths: Paths, vae: StyleVAE, index: ShardIndex, pw: torch.Tensor,
