@@ -86,11 +86,11 @@ def test_transfer_options(capsys, chosen, project, tmp_path):
 def test_strength_one_is_the_alpha_chosen_for_the_direction(capsys, chosen, project, tmp_path):
     import json
 
-    from midistyle.transfer import Job, StyleTransfer, write_roll
+    from midistyle.transfer import Job, StyleTransfer, load_chosen_settings, write_roll
 
     alpha = json.loads(project.settings.read_text())["chosen"]["attribute_vector"]["calm_to_busy"]
     src = project.raw / "calm" / "piece0.mid"
-    model = StyleTransfer.load(project.vae, project.classifier)
+    model = StyleTransfer.load(project.vae, project.classifier).use(load_chosen_settings(project.settings))
     piece = read_piece(src, model.spec)
     for strength in (1.0, 0.5):
         cli_out = tmp_path / f"cli{strength}.mid"
@@ -109,10 +109,17 @@ def test_transfer_without_chosen_settings_is_one_line(capsys, models, project, t
     assert "models/transfer_settings.json: no chosen transfer settings (run `dvc repro tune_transfer` first)" in err
 
 
-def test_generate_is_seeded(capsys, models, project, tmp_path):
+def test_generate_without_chosen_settings_is_one_line(capsys, models, tmp_path):
+    """generate ties its windows with the hold threshold tune_transfer chose, so it reads the settings too."""
+    code, _, err = run_main(capsys, "generate", "--style", "calm", "-o", str(tmp_path / "g.mid"), *models)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "models/transfer_settings.json: no chosen transfer settings (run `dvc repro tune_transfer` first)" in err
+
+
+def test_generate_is_seeded(capsys, chosen, project, tmp_path):
     a, b, c = (tmp_path / n for n in ("a.mid", "b.mid", "c.mid"))
     for path, seed in ((a, "0"), (b, "0"), (c, "1")):
-        code, out, _ = run_main(capsys, "generate", "--style", "calm", "--bars", "6", "--seed", seed, "-o", str(path), *models)
+        code, out, _ = run_main(capsys, "generate", "--style", "calm", "--bars", "6", "--seed", seed, "-o", str(path), *chosen)
         assert code == 0 and "6 bars of calm (seed " in out
     assert a.read_bytes() == b.read_bytes()  # a seed of 0 is a seed
     model = StyleTransfer.load(project.vae, project.classifier)  # the seed picks the latents (a tiny model's

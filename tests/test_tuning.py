@@ -7,7 +7,9 @@ import pytest
 
 from midistyle.errors import UserError
 from midistyle.transfer import load_chosen_settings
-from midistyle.tuning import choose, mask_lengths, read_sweep
+from midistyle.roll import ONSET, SOUNDING
+from midistyle.transfer import StyleTransfer
+from midistyle.tuning import choose, choose_hold_threshold, mask_lengths, read_sweep, source_windows, window_start_decisions
 from tests.helpers_style import STYLES, one_thread
 
 
@@ -72,3 +74,59 @@ def test_chosen_settings_drive_each_direction(project, tmp_path):
     (tmp_path / "y.json").write_bytes(b"\x89PNG")
     with pytest.raises(UserError, match="not a transfer settings file"):
         load_chosen_settings(tmp_path / "y.json")
+
+
+def _note(roll, window, steps, pitch, onset_at=None):
+    """Sound ``pitch`` (right hand) over ``steps`` of ``window``, struck at ``onset_at`` (None: no onset)."""
+    roll[window, steps, 0, SOUNDING, pitch] = True
+    if onset_at is not None:
+        roll[window, onset_at, 0, ONSET, pitch] = True
+
+
+def test_window_start_decisions_count_notes_sounding_on_over_a_start_against_the_source():
+    W, P = 4, 3
+    source, decoded = np.zeros((2, 2, W, 2, 2, P), bool)  # two consecutive windows of one piece
+    holds = np.zeros((2, 2, P), bool)
+    for pitch in range(3):  # every pitch sounds on over the start at step 4 in source and output
+        _note(source, 0, slice(2, 4), pitch, 2)
+        _note(decoded, 0, slice(2, 4), pitch, 2)
+        _note(decoded, 1, slice(0, 2), pitch, 0)  # decoded alone: every first-frame note is struck
+    _note(source, 1, slice(0, 2), 0, None)  # pitch 0 held in the source ...
+    holds[1, 0, 0] = True  # ... and held by the window: right
+    _note(source, 1, slice(0, 2), 1, 0)  # pitch 1 struck again in the source, held by the window: wrong
+    holds[1, 0, 1] = True
+    _note(source, 1, slice(0, 2), 2, None)  # pitch 2 held in the source, struck again by the window: wrong
+    piece, start, length = np.array([0, 0]), np.array([0, 4]), np.array([4, 4])
+    right, cells, again, on, src_again, src_on = window_start_decisions(source, decoded, holds, piece, start, length)
+    assert (right, cells, again, on, src_again, src_on) == (1, 3, 1, 3, 1, 3)
+    # windows of other pieces, or with a gap between them, are not joined
+    assert window_start_decisions(source, decoded, holds, np.array([0, 1]), start, length)[1] == 0
+    assert window_start_decisions(source, decoded, holds, piece, np.array([0, 5]), length)[1] == 0
+
+
+def test_the_hold_threshold_is_chosen_on_the_validation_reconstructions_and_used_everywhere(project):
+    data = json.loads(project.settings.read_text())
+    hold = data["hold_threshold"]
+    grid = project.params.transfer.hold_threshold_grid
+    assert hold["grid"] == list(map(float, grid)) and hold["value"] in grid
+    assert hold["value"] == grid[int(np.argmax(np.nan_to_num(hold["right_share"], nan=-1.0)))]
+    assert load_chosen_settings(project.settings).hold_threshold == hold["value"]
+    model = StyleTransfer.load(project.vae, project.classifier)
+    index = json.loads((project.sweep / "index.json").read_text())
+    windows = {s: source_windows(model, project.raw, files) for s, files in index["val_pieces"].items()}
+    again = choose_hold_threshold(model, windows, list(grid))  # what tune_transfer chose, chosen again
+    assert again == hold and model.hold_threshold == hold["value"]
+    mu = model.encode_arrays(windows["calm"].rolls, windows["calm"].length)
+    model.hold_threshold = 1.0  # every first-frame note of a window continues the one before where one sounds
+    assert model.decode_windows(mu, [model.threshold])[1].all()
+    model.hold_threshold = 1e-9
+    assert not model.decode_windows(mu, [model.threshold])[1].any()
+
+
+def test_settings_without_a_hold_threshold_are_one_line(project, tmp_path):
+    data = json.loads(project.settings.read_text())
+    for bad in (None, {"value": 0.0}, {"value": True}, {"value": "0.8"}):
+        old = {**data, "hold_threshold": bad} if bad is not None else {k: v for k, v in data.items() if k != "hold_threshold"}
+        (tmp_path / "old.json").write_text(json.dumps(old))
+        with pytest.raises(UserError, match=r"old\.json: no hold threshold in \(0, 1\].*re-run `dvc repro tune_transfer`"):
+            load_chosen_settings(tmp_path / "old.json")

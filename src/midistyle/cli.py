@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tempo", type=float, default=100.0, help="quarter notes per minute (default 100)")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--settings", default=SETTINGS_DEFAULT,
+                   help=f"the settings chosen by `dvc repro tune_transfer`: how windows are tied together "
+                        f"(default {SETTINGS_DEFAULT})")
     _models(p)
 
     p = sub.add_parser("roll", help="draw the piano roll of a MIDI file (PNG)")
@@ -147,6 +150,7 @@ def cmd_transfer(args) -> None:
     model = StyleTransfer.load(args.vae, args.classifier)
     target = model.style_index(args.target)
     chosen = load_chosen_settings(args.settings, model.styles)
+    model.use(chosen)
     piece = _read_input(args.input, model.spec)
     source, note = _source_style(args, model, piece)
     method = args.method if source != target else RECONSTRUCTION
@@ -160,7 +164,7 @@ def cmd_transfer(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from midistyle.transfer import StyleTransfer, write_roll
+    from midistyle.transfer import StyleTransfer, load_chosen_settings, write_roll
 
     if not 1 <= args.bars <= MAX_BARS:
         raise UserError(f"--bars: must be from 1 to {MAX_BARS}, got {args.bars}")
@@ -168,6 +172,7 @@ def cmd_generate(args) -> None:
         raise UserError(f"--tempo: must be > 0, got {args.tempo}")
     _check_output(args.output)
     model = StyleTransfer.load(args.vae, args.classifier)
+    model.use(load_chosen_settings(args.settings, model.styles))  # windows are stitched as the transfers are
     style = model.style_index(args.style)
     roll, timing = model.generate(style, args.bars, args.seed, tempo=args.tempo)
     write_roll(roll, model.spec, timing, args.output)

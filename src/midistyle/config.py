@@ -250,6 +250,8 @@ class TransferParams:
     search_neighbours: int = _f(ge=1, le=MAX_SEARCH_NEIGHBOURS)  # attribute_search: nearest target latents per step
     search_knn: int = _f(ge=1, le=MAX_SEARCH_KNN)  # attribute_search: training latents that vote on a candidate
     search_min_knn_share: float = _f(ge=0.0, le=1.0)  # attribute_search: their least target share (0: no vote)
+    hold_threshold_grid: list[float]  # first-frame P(onset) thresholds under which a note sounding on is tied,
+                                      # tried on the val pieces' reconstructions (ascending, each in (0, 1])
     target_strength: float = _f(gt=0.0, le=1.0)
     val_pieces_per_style: int = _f(ge=1)  # validation pieces (seeded choice) the choice is made on
     guided_lr: float = _f(gt=0.0)
@@ -274,6 +276,7 @@ class TransferParams:
             for i, o in enumerate(offsets):
                 if not -0.5 <= o <= 0.5:
                     raise ConfigError(f"{where}.{key}[{i}]: must be from -0.5 to 0.5, got {o!r}")
+        _check_grid(self.hold_threshold_grid, f"{where}.hold_threshold_grid", "> 0", lambda v: 0 < v <= 1, 1)
         steps = self.search_neighbour_steps
         if steps:
             _check_grid(steps, f"{where}.search_neighbour_steps", "> 0", lambda v: 0 < v <= 1, 1)

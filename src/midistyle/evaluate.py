@@ -451,7 +451,10 @@ def chosen_summary(settings_path: Path) -> dict:
                            **({"val_score_with_neighbours": sel["score_with_neighbours"][sel[knob].index(sel["chosen"])]}
                               if "score_with_neighbours" in sel else {})}
                        for d, sel in directions.items()}
-    return {"target_strength": data["target_strength"], "chosen": out}
+    hold = data["hold_threshold"]
+    return {"target_strength": data["target_strength"], "chosen": out,
+            "hold_threshold": {k: hold[k] for k in ("value", "val_right_share", "val_restrikes_per_100",
+                                                    "val_source_restrikes_per_100")}}
 
 
 def _read_settings(path: Path) -> dict:

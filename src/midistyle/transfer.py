@@ -305,6 +305,9 @@ class StyleTransfer:
         self.regions = regions
         self.styles = list(styles)
         self.threshold = float(vae_ckpt["threshold"])
+        # P(onset) of a window's first frame at or below which a note sounding on from the window before is tied
+        # (:func:`tie_windows`); the VAE's onset threshold until tune_transfer's choice is applied (:meth:`use`)
+        self.hold_threshold = float(vae.onset_threshold)
         self.spec = vae_spec(vae_ckpt)
         self._transport: dict[tuple[int, int], torch.Tensor] = {}  # (source, target) -> the map's A (path_vectors)
         self._bank = None  # (latents (M, Z), their styles (M,), each style's weight (S,)): knn_share's, built once
@@ -324,6 +327,11 @@ class StyleTransfer:
             raise UserError(f"{classifier_path}: made for a latent size of {clf_ckpt['vae_latent_size']}, "
                             f"{vae_path} has {vae.cfg.latent_size} (re-run `dvc repro train_classifier`)")
         return cls(vae, vae_ckpt, classifier, regions, styles, device)
+
+    def use(self, chosen: "ChosenSettings") -> "StyleTransfer":
+        """Take on what tune_transfer chose for the model as a whole: the hold threshold of windows' first frames."""
+        self.hold_threshold = chosen.hold_threshold
+        return self
 
     def style_index(self, name: str) -> int:
         if name not in self.styles:
@@ -385,9 +393,13 @@ class StyleTransfer:
     def decode_windows(self, z: torch.Tensor, thresholds: list) -> tuple[list[np.ndarray], np.ndarray]:
         """Free decoding at each of ``thresholds`` (each in (0, 1), or a (right hand, left hand) pair of them):
         z (N, Z) -> bool windows (N, W, 2, 2, P) per threshold, and the windows' holds (N, 2, P), the same at
-        every threshold: the cells of the first frame that continue a note sounding just before the window, where one does (:func:`tie_windows`). A window is
-        decoded alone, so every note of its first frame starts there; the decoder's P(onset | sounding) of that
-        frame says which of them it would hold, by the rule :meth:`StyleVAE.decide` applies inside a window.
+        every threshold: the cells of the first frame that continue a note sounding just before the window, where
+        one does (:func:`tie_windows`). A window is decoded alone, so every note of its first frame starts there;
+        the decoder's P(onset | sounding) of that frame says which of them it would hold: those at or below
+        ``hold_threshold``. The rule :meth:`StyleVAE.decide` applies inside a window (the onset threshold) holds
+        too few there: at a window's start the decoder is less sure of a held note (val renaissance pieces: 0.59
+        of the first frame's notes held or struck as in the source at 0.5, 0.69 at 0.85), so tune_transfer
+        chooses its own threshold on validation pieces (:func:`midistyle.tuning.choose_hold_threshold`).
 
         A decoder that reads only z runs once per batch for all thresholds (its probabilities do not depend on
         the threshold); an autoregressive one, whose next frames depend on its decided ones, once per
@@ -407,7 +419,7 @@ class StyleTransfer:
                 sounding, onset = self.vae.probabilities(zb, steps=W)
                 rolls = [self.vae.decide(sounding, onset, torch.zeros_like(sounding[:, 0]), th)[:, :W] > 0.5
                          for th in cuts]
-            holds.append((onset[:, 0] <= self.vae.onset_threshold).cpu().numpy())
+            holds.append((onset[:, 0] <= self.hold_threshold).cpu().numpy())
             for got, roll in zip(out, rolls):
                 got.append(roll.cpu().numpy())
         empty = np.zeros((0, W, 2, 2, P), bool)
@@ -778,6 +790,7 @@ class ChosenSettings:
     guided_distance_weight: float
     chosen: dict[str, dict[str, float]]  # method -> Direction.key -> alpha or guided steps
     search: Optional[SearchSpace]  # attribute_search's candidates and accepted texture
+    hold_threshold: float  # StyleTransfer.hold_threshold: chosen for the model, every direction and method
     path: str  # the file they were read from (for errors)
 
     def for_direction(self, method: str, source: str, target: str) -> TransferSettings:
@@ -814,8 +827,13 @@ def load_chosen_settings(path: str | Path, styles: list[str] | None = None) -> C
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: no valid attribute_search space ({type(exc).__name__}: {exc}; "
                         "re-run `dvc repro tune_transfer`)") from None
+    hold = data.get("hold_threshold")
+    hold = hold.get("value") if isinstance(hold, dict) else None
+    if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 < hold <= 1:
+        raise UserError(f"{path}: no hold threshold in (0, 1] (written by an older tune_transfer; "
+                        "re-run `dvc repro tune_transfer`)")
     return ChosenSettings(list(data["styles"]), float(data["guided_lr"]), float(data["guided_distance_weight"]),
-                          data["chosen"], search, str(path))
+                          data["chosen"], search, float(hold), str(path))
 
 
 # ---------------------------------------------------------------- files
@@ -890,6 +908,7 @@ def transfer_stage(params, raw_dir: str | Path = layout.RAW, splits_path: str | 
     tp = params.transfer
     model = StyleTransfer.load(vae_path, classifier_path)
     chosen = load_chosen_settings(settings_path, model.styles)
+    model.use(chosen)
     pieces = select_test_pieces(raw_dir, splits_path, model.styles, tp.max_pieces_per_style, params.seed)
     out_dir = Path(out_dir)
     rows: list[dict] = []

@@ -18,7 +18,18 @@ The score of a grid value is the share of windows that are both. The chosen
 value is the smallest one whose score reaches ``transfer.target_strength``;
 when none does, the one scoring best (the smallest of equals).
 
-Outputs: ``models/transfer_settings.json`` (the chosen values, read by the
+Before the sweeps, the *hold threshold* of the model is chosen on the same
+pieces' reconstructions (:func:`choose_hold_threshold`): windows are decoded
+one by one, so a note that sounds on over a window's start is struck again
+there unless the decoder's P(onset) of the window's first frame is at most the
+hold threshold (:func:`midistyle.transfer.tie_windows`). Of
+``transfer.hold_threshold_grid``, the value under which the most first-frame
+notes that sound on both sides of a start, in the source and in the
+reconstruction, are held or struck again as in the source (the smallest of
+equals). Every later decoding (the sweeps, the transfer stage, the
+``midistyle`` command) ties windows with it.
+
+Outputs: ``models/transfer_settings.json`` (the chosen values and the hold threshold, read by the
 transfer stage and the ``midistyle`` command, and every grid value's score) and
 ``data/transfer_sweep/`` (the decoded windows of every grid value, which the
 evaluate stage judges for the strength <-> content curve).
@@ -40,7 +51,7 @@ from midistyle import musicstats as ms
 from midistyle.directions import Direction
 from midistyle.errors import UserError
 from midistyle.fileio import atomic_write_json, staged_dir
-from midistyle.roll import read_piece
+from midistyle.roll import ONSET, SOUNDING, read_piece
 from midistyle.shards import ShardIndex
 from midistyle.transfer import (KNOBS, SETTINGS_KIND, SearchSpace, StyleTransfer, TransferSettings, audible_windows,
                                 select_pieces)
@@ -111,6 +122,54 @@ def search_space(index: ShardIndex, tp) -> SearchSpace:
                        {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
                        {s: tuple(m.tolist()) for s, m in medians.items()},
                        tuple(tp.search_neighbour_steps), tp.search_neighbours, tp.search_knn, tp.search_min_knn_share)
+
+
+# ---------------------------------------------------------------- the hold threshold
+def window_start_decisions(source: np.ndarray, decoded: np.ndarray, holds: np.ndarray, piece: np.ndarray,
+                           start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """How a piece's consecutive windows were joined, against its source: windows (N, W, 2, 2, P) of the source and
+    decoded, the decoded windows' holds (N, 2, P), in piece order with their piece, start and length (N,) ->
+    counts [right, cells, output re-strikes, output notes sounding on, source re-strikes, source notes sounding
+    on] over the first frames of windows that follow the previous window of their piece without a gap.
+
+    A cell counts where a note sounds on over the start (the frame before and the first frame) in the source and
+    in the output; it is *right* when the output strikes it again (:func:`~midistyle.transfer.tie_windows`: where
+    the window does not hold it) exactly where the source does."""
+    rows = np.nonzero((piece[1:] == piece[:-1]) & (start[1:] == start[:-1] + length[:-1]))[0]  # window i+1 follows i
+    prev, cur = rows, rows + 1
+    last = length[prev] - 1
+    src_on = source[prev, last, :, SOUNDING] & source[cur, 0, :, SOUNDING]  # (K, 2, P)
+    out_on = decoded[prev, last, :, SOUNDING] & decoded[cur, 0, :, SOUNDING]
+    src_again = src_on & source[cur, 0, :, ONSET]
+    out_again = out_on & decoded[cur, 0, :, ONSET] & ~holds[cur]  # a tied note's onset is cleared
+    both = src_on & out_on
+    return np.array([(both & (out_again == src_again)).sum(), both.sum(), out_again.sum(), out_on.sum(),
+                     src_again.sum(), src_on.sum()], dtype=np.int64)
+
+
+def choose_hold_threshold(model: StyleTransfer, windows: dict[str, SourceWindows], grid: list[float]) -> dict:
+    """``model.hold_threshold`` set to the value of ``grid`` under which the reconstructions of ``windows`` (every
+    style's validation pieces) join their windows most like the sources (:func:`window_start_decisions`, the
+    first of equals); returns the choice with every grid value's figures."""
+    found = [w for w in windows.values() if len(w.rolls)]
+    mu = [model.encode_arrays(w.rolls, w.length) for w in found]
+    counts = []
+    for value in grid:
+        model.hold_threshold = float(value)
+        total = np.zeros(6, np.int64)
+        for w, m in zip(found, mu):
+            (decoded,), holds = model.decode_windows(m, [model.threshold])
+            total += window_start_decisions(w.rolls, mask_lengths(decoded, w.length), holds, w.piece, w.start,
+                                            w.length)
+        counts.append(total)
+    right = [float(c[0] / c[1]) if c[1] else float("nan") for c in counts]
+    pick = int(np.argmax(np.nan_to_num(right, nan=-1.0)))
+    model.hold_threshold = float(grid[pick])
+    per_100 = [float(100 * c[2] / c[3]) if c[3] else float("nan") for c in counts]
+    return {"value": float(grid[pick]), "grid": [float(v) for v in grid], "right_share": right,
+            "restrikes_per_100": per_100, "val_right_share": right[pick], "val_restrikes_per_100": per_100[pick],
+            "val_source_restrikes_per_100": float(100 * counts[0][4] / counts[0][5]) if counts[0][5] else float("nan"),
+            "cells": int(counts[pick][1])}
 
 
 # ---------------------------------------------------------------- the sweep
@@ -191,17 +250,22 @@ def tune_stage(params, paths: TunePaths = TunePaths()) -> dict:
     base = TransferSettings.unmoved(tp.guided_lr, tp.guided_distance_weight, space)
     chosen: dict[str, dict[str, float]] = {m: {} for m in tp.methods}
     selection: dict[str, dict[str, dict]] = {m: {} for m in tp.methods}
+    for source, files in pieces.items():
+        if not files:
+            raise UserError(f"{paths.splits}: no validation pieces of style {source} to choose the transfer "
+                            "strength on (extract.split.val)")
+    windows = {source: source_windows(model, paths.raw, files) for source, files in pieces.items()}
+    hold = choose_hold_threshold(model, windows, list(tp.hold_threshold_grid))
+    log.info("tune_transfer: hold threshold %g (val first-frame notes joined as in the source: %.3f)",
+             hold["value"], hold["val_right_share"])
     with staged_dir(paths.sweep) as tmp:
-        for source, files in pieces.items():
-            if not files:
-                raise UserError(f"{paths.splits}: no validation pieces of style {source} to choose the transfer "
-                                "strength on (extract.split.val)")
-            _tune_source(model, source, files, tp, base, bounds, paths, tmp, chosen, selection)
+        for source in pieces:
+            _tune_source(model, source, windows[source], tp, base, bounds, tmp, chosen, selection)
         atomic_write_json(tmp / "index.json", {"styles": model.styles, "val_pieces": pieces,
                                                "grids": {m: grid_of(m, tp) for m in tp.methods}})
     out = {"kind": SETTINGS_KIND, "styles": model.styles, "rule": _RULE, "target_strength": tp.target_strength,
            "guided_lr": tp.guided_lr, "guided_distance_weight": tp.guided_distance_weight, "chosen": chosen,
-           "search": space.to_json(),
+           "search": space.to_json(), "hold_threshold": hold,
            "selection": selection, "val_pieces": {s: len(f) for s, f in pieces.items()},
            "val_bounds": {s: b.tolist() for s, b in bounds.items()},
            "wall_seconds": round(time.perf_counter() - t0, 1)}
@@ -215,11 +279,10 @@ _RULE = ("per direction, the smallest grid value whose share of validation windo
          "target_strength; else the grid value with the highest share")
 
 
-def _tune_source(model: StyleTransfer, source: str, files: list[str], tp, base: TransferSettings,
-                 bounds: dict[str, np.ndarray], paths: TunePaths, tmp: Path, chosen: dict, selection: dict) -> None:
+def _tune_source(model: StyleTransfer, source: str, windows: SourceWindows, tp, base: TransferSettings,
+                 bounds: dict[str, np.ndarray], tmp: Path, chosen: dict, selection: dict) -> None:
     """Sweep every method and direction from one source style; fill ``chosen`` and ``selection``."""
     s = model.style_index(source)
-    windows = source_windows(model, paths.raw, files)
     mu = model.encode_arrays(windows.rolls, windows.length) if len(windows.rolls) else None
     for t, target in enumerate(model.styles):
         if t == s:
