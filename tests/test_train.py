@@ -386,6 +386,7 @@ def test_a_training_run_is_logged_to_mlflow(shards, tmp_path, monkeypatch):
     assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} == {"model/vae.pt"}
     ckpt = torch.load(paths.model, weights_only=True)
     assert "mlflow_run_id" not in ckpt and set(ckpt["params"]) == {"seed", "model", "train"}  # names no run
+    assert "run_key" not in ckpt and "run_key" in torch.load(paths.last, weights_only=True)  # nor the code's digest
     # the run that produced models/vae.pt is found from the file's md5 (what dvc.lock records)
     assert tags[f"dvc_out_md5.{paths.model.as_posix()}"] == tracking.file_md5(paths.model)
     assert tracking.find_runs_for_output(paths.model, experiment="midistyle-test") == [run.info.run_id]
@@ -399,6 +400,19 @@ def test_identical_logged_runs_write_identical_checkpoints(shards, tmp_path, mon
         params = tiny_params(train={"epochs": 1}, mlflow={"enabled": True, "experiment": f"midistyle-{name}"})
         paths = paths_in(tmp_path / name, shards)
         train(params, paths, progress=False)
+        outputs.append(paths.model.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_an_edit_of_the_code_that_leaves_the_weights_alone_leaves_the_checkpoint_bytes_alone(shards, tmp_path,
+                                                                                                monkeypatch):
+    from midistyle import train as train_module
+
+    outputs = []
+    for name in ("before", "after"):
+        monkeypatch.setattr(train_module, "source_digest", lambda: name)  # e.g. a docstring rewrapped
+        paths = paths_in(tmp_path / name, shards)
+        train(tiny_params(train={"epochs": 1}), paths, progress=False)
         outputs.append(paths.model.read_bytes())
     assert outputs[0] == outputs[1]
 

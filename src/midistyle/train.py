@@ -286,13 +286,16 @@ def save_checkpoint(ckpt: dict, path: Path) -> None:
 
 
 def stage_checkpoint(ckpt: dict) -> dict:
-    """``models/vae.pt``: the resumable checkpoint less where the run was logged.
+    """``models/vae.pt``: the resumable checkpoint less where the run was logged and its resume key.
 
     The MLflow run id says nothing about what was computed; keeping it out
     makes two identical runs write identical bytes. The run is found from the
-    file's md5 instead (``tracking.find_runs_for_output``).
+    file's md5 instead (``tracking.find_runs_for_output``). The run key holds a
+    digest of the package's source: kept in, any edit of the code (a docstring)
+    would change the bytes of the same weights, and DVC would run every later
+    stage again. Resuming reads ``models/tmp/vae-last.pt``, which keeps it.
     """
-    return {k: v for k, v in ckpt.items() if k != "mlflow_run_id"}
+    return {k: v for k, v in ckpt.items() if k not in ("mlflow_run_id", "run_key")}
 
 
 def load_resumable(path: Path, key: str, epochs: int) -> dict | None:
