@@ -20,13 +20,12 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from midistyle import layout
 from midistyle.config import load_params
 from midistyle.transfer import StyleTransfer, select_pieces
-from midistyle.tuning import mask_lengths, source_windows, window_start_decisions
+from midistyle.tuning import hold_counts, source_windows
 
 
 def main() -> None:
@@ -43,15 +42,7 @@ def main() -> None:
     pieces = select_pieces(layout.RAW, layout.SPLITS, model.styles, args.pieces, params.seed, "val")
     counts = {}  # style -> (thresholds, 6) window_start_decisions
     for style, files in pieces.items():
-        w = source_windows(model, layout.RAW, files)
-        mu = model.encode_arrays(w.rolls, w.length)
-        rows = []
-        for t in args.thresholds:
-            model.hold_threshold = t
-            (decoded,), holds = model.decode_windows(mu, [model.threshold])
-            rows.append(window_start_decisions(w.rolls, mask_lengths(decoded, w.length), holds, w.piece, w.start,
-                                               w.length))
-        counts[style] = np.array(rows)
+        counts[style] = hold_counts(model, source_windows(model, layout.RAW, files), args.thresholds)
     counts["all"] = sum(counts.values())
     out = []
     for group, c in counts.items():

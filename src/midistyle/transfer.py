@@ -743,9 +743,14 @@ def tie_windows(roll: np.ndarray, starts: list[int], holds) -> np.ndarray:
     Without it every note sounding across a window boundary is struck again (issue 9's "stuttering repeats")."""
     for start, hold in zip(starts, holds):
         if 0 < start < len(roll):
-            tied = roll[start, :, SOUNDING] & roll[start - 1, :, SOUNDING] & np.asarray(hold, bool)
-            roll[start, :, ONSET] &= ~tied
+            roll[start, :, ONSET] &= ~tied(roll[start - 1, :, SOUNDING], roll[start, :, SOUNDING], hold)
     return roll
+
+
+def tied(before: np.ndarray, first: np.ndarray, hold) -> np.ndarray:
+    """The rule of :func:`tie_windows`: sounding cells of the frame before a window's start and of its first frame
+    (..., 2, P), and the window's holds -> the cells tied over the start (their onset there cleared)."""
+    return before & first & np.asarray(hold, bool)
 
 
 def off_target(probs: np.ndarray, target: int, min_probability: float) -> np.ndarray:

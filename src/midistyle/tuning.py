@@ -54,7 +54,7 @@ from midistyle.fileio import atomic_write_json, staged_dir
 from midistyle.roll import ONSET, SOUNDING, read_piece
 from midistyle.shards import ShardIndex
 from midistyle.transfer import (KNOBS, SETTINGS_KIND, SearchSpace, StyleTransfer, TransferSettings, audible_windows,
-                                select_pieces)
+                                select_pieces, tied)
 
 log = logging.getLogger(__name__)
 
@@ -141,27 +141,33 @@ def window_start_decisions(source: np.ndarray, decoded: np.ndarray, holds: np.nd
     src_on = source[prev, last, :, SOUNDING] & source[cur, 0, :, SOUNDING]  # (K, 2, P)
     out_on = decoded[prev, last, :, SOUNDING] & decoded[cur, 0, :, SOUNDING]
     src_again = src_on & source[cur, 0, :, ONSET]
-    out_again = out_on & decoded[cur, 0, :, ONSET] & ~holds[cur]  # a tied note's onset is cleared
+    out_again = out_on & decoded[cur, 0, :, ONSET] & ~tied(decoded[prev, last, :, SOUNDING],
+                                                           decoded[cur, 0, :, SOUNDING], holds[cur])
     both = src_on & out_on
     return np.array([(both & (out_again == src_again)).sum(), both.sum(), out_again.sum(), out_on.sum(),
                      src_again.sum(), src_on.sum()], dtype=np.int64)
+
+
+def hold_counts(model: StyleTransfer, windows: SourceWindows, grid: list[float]) -> np.ndarray:
+    """:func:`window_start_decisions` of the reconstructions of ``windows`` under each hold threshold of ``grid``
+    -> (G, 6) counts (``model.hold_threshold`` is left at the last value)."""
+    if not len(windows.rolls):
+        return np.zeros((len(grid), 6), np.int64)
+    mu = model.encode_arrays(windows.rolls, windows.length)
+    rows = []
+    for value in grid:  # the windows do not depend on it, only their holds; decoding again is cheap (1.3 s in all)
+        model.hold_threshold = float(value)
+        (decoded,), holds = model.decode_windows(mu, [model.threshold])
+        rows.append(window_start_decisions(windows.rolls, mask_lengths(decoded, windows.length), holds,
+                                           windows.piece, windows.start, windows.length))
+    return np.array(rows)
 
 
 def choose_hold_threshold(model: StyleTransfer, windows: dict[str, SourceWindows], grid: list[float]) -> dict:
     """``model.hold_threshold`` set to the value of ``grid`` under which the reconstructions of ``windows`` (every
     style's validation pieces) join their windows most like the sources (:func:`window_start_decisions`, the
     first of equals); returns the choice with every grid value's figures."""
-    found = [w for w in windows.values() if len(w.rolls)]
-    mu = [model.encode_arrays(w.rolls, w.length) for w in found]
-    counts = []
-    for value in grid:
-        model.hold_threshold = float(value)
-        total = np.zeros(6, np.int64)
-        for w, m in zip(found, mu):
-            (decoded,), holds = model.decode_windows(m, [model.threshold])
-            total += window_start_decisions(w.rolls, mask_lengths(decoded, w.length), holds, w.piece, w.start,
-                                            w.length)
-        counts.append(total)
+    counts = sum(hold_counts(model, w, grid) for w in windows.values())
     right = [float(c[0] / c[1]) if c[1] else float("nan") for c in counts]
     pick = int(np.argmax(np.nan_to_num(right, nan=-1.0)))
     model.hold_threshold = float(grid[pick])
