@@ -425,19 +425,24 @@ def test_knn_share_counts_the_target_among_the_nearest_training_latents_each_sty
     np.testing.assert_allclose(probe.knn_share(z, 0, 6), [1.0 / 2.0, 1.0 / 2.0], rtol=1e-6)  # every sample votes
 
 
-def test_attribute_search_asks_the_nearest_training_latents_for_at_least_min_knn_share(model, project):
+def test_attribute_search_asks_the_nearest_training_latents_for_at_least_min_knn_share(model, project, monkeypatch):
     piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
     windows = [w for w in piece_windows(piece, model.spec) if w.notes]
     mu, lengths = model.encode(windows), np.array([w.length for w in windows])
     s, t = model.style_index("calm"), model.style_index("busy")
     loose, strict = _space(model), _space(model, knn=8, min_knn_share=0.75)
     _, miss_loose, _, _ = model.search_candidates(mu, lengths, s, t, loose.alphas(2.0), loose)
+    voters = []  # how many candidates each call of knn_share is asked about
+    knn_share = model.knn_share
+    monkeypatch.setattr(model, "knn_share", lambda z, target, k: voters.append(len(z)) or knn_share(z, target, k))
     dec, miss_strict, _, _ = model.search_candidates(mu, lengths, s, t, strict.alphas(2.0), strict)
+    monkeypatch.undo()
     probs = np.stack([model.style_probs(model.encode_arrays(d, lengths))[:, t] for d in dec])  # (C, N)
     share = np.stack([model.knn_share(model.encode_arrays(d, lengths), t, 8) for d in dec])  # (C, N)
     # the texture band is wide open: the miss is 1 exactly where either vote refuses the target
     np.testing.assert_array_equal(miss_strict, ((probs < 0.5) | (share < 0.75)).astype(float))
     assert ((share < 0.75) & (probs >= 0.5)).any()  # the neighbours turn away some the classifier passes
+    assert sum(voters) == (probs >= 0.5).sum() < probs.size  # asked only where the classifier passes the target
     assert (miss_strict >= miss_loose).all()
     assert SearchSpace.from_json(strict.to_json()) == strict
 

@@ -613,12 +613,13 @@ class StyleTransfer:
         asked = np.zeros((C, N), bool)
         ask = (texture == 0) if lazy else np.isfinite(texture)
         for _ in range(2 if lazy else 1):
-            for c in np.nonzero(ask.any(axis=1))[0]:
-                n = np.nonzero(ask[c])[0]
-                z = self.encode_arrays(decoded[c][n], lengths[n])
+            cs, ns = np.nonzero(ask)  # the candidates asked, in one list: encoded DECODE_BATCH at a time, not
+            for lo in range(0, len(cs), DECODE_BATCH):  # one small batch per candidate (x3 faster on the corpus)
+                c, n = cs[lo : lo + DECODE_BATCH], ns[lo : lo + DECODE_BATCH]
+                z = self.encode_arrays(np.stack([decoded[i][j] for i, j in zip(c, n)]), lengths[n])
                 off = off_target(self.style_probs(z), target, space.min_probability)
-                if space.min_knn_share > 0:
-                    off |= self.knn_share(z, target, space.knn) < space.min_knn_share
+                if space.min_knn_share > 0 and not off.all():  # the vote only where the classifier passes it
+                    off[~off] = self.knn_share(z[torch.as_tensor(~off)], target, space.knn) < space.min_knn_share
                 miss[c, n] = texture[c, n] + off
             asked |= ask
             settled = (miss == 0).any(axis=0)
@@ -702,15 +703,17 @@ class Ladder:
     def climb(self, block: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """One rung's candidates of the windows ``todo`` (:meth:`StyleTransfer.candidates`)."""
         todo = self.todo
-        dec, miss, dist, holds = (np.stack([c[k] for c in block]) for k in range(4))  # (C, n, ...), (C, n) x 2
+        miss, dist = (np.stack([c[k] for c in block]) for k in (1, 2))  # (C, n) each
         settled = (miss == 0).any(axis=0)
-        for got, of in ((self.windows, dec), (self.holds, holds)):
-            got[todo[settled]] = pick_candidates(of[:, settled], miss[:, settled], dist[:, settled], len(block))
-        self.miss[todo[settled]] = 0.0
         least = miss.min(axis=0)
         better = ~settled & ((least < self.miss[todo]) | ~self.kept[todo])
-        for got, of in ((self.windows, dec), (self.holds, holds)):
-            got[todo[better]] = of[np.argmin(miss, axis=0), np.arange(len(todo))][better]
+        choice = np.full(len(todo), -1)  # (n,) the candidate each window takes, -1: it keeps its choice
+        choice[settled] = pick_index(miss[:, settled], dist[:, settled], len(block))
+        choice[better] = np.argmin(miss[:, better], axis=0)
+        for c in np.unique(choice[choice >= 0]):  # copied candidate by candidate: the rung's candidates are
+            cols = np.flatnonzero(choice == c)  # not stacked into one more (C, n, W, 2, 2, P) array
+            self.windows[todo[cols]], self.holds[todo[cols]] = block[c][0][cols], block[c][3][cols]
+        self.miss[todo[settled]] = 0.0
         self.miss[todo[better]] = least[better]
         self.kept[todo[better]] = True
         self.todo = todo[~settled]
@@ -769,8 +772,13 @@ def texture_miss(features: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
 
 def pick_candidates(decoded: np.ndarray, miss: np.ndarray, distance: np.ndarray, per_alpha: int) -> np.ndarray:
-    """attribute_search's choice per window: decoded (C, N, ...), miss (C, N), texture distance (C, N) of
-    candidates ordered alpha by alpha (ascending), ``per_alpha`` thresholds each -> (N, ...).
+    """attribute_search's choice per window (:func:`pick_index`): decoded (C, N, ...) -> (N, ...)."""
+    return decoded[pick_index(miss, distance, per_alpha), np.arange(miss.shape[1])]
+
+
+def pick_index(miss: np.ndarray, distance: np.ndarray, per_alpha: int) -> np.ndarray:
+    """attribute_search's choice per window: miss (C, N) and texture distance (C, N) of candidates ordered alpha
+    by alpha (ascending), ``per_alpha`` thresholds each -> the chosen candidate (N,).
 
     At the smallest alpha where some candidate passes (miss 0), the passing one nearest the target's median
     texture (the first of equals); where none passes, the first that misses least."""
@@ -778,8 +786,7 @@ def pick_candidates(decoded: np.ndarray, miss: np.ndarray, distance: np.ndarray,
     alpha = np.arange(miss.shape[0])[:, None] // per_alpha
     first = np.where(passing, alpha, np.iinfo(np.int64).max).min(axis=0)  # (N,) the gentlest passing alpha
     nearest = np.argmin(np.where(passing & (alpha == first), distance, np.inf), axis=0)
-    choice = np.where(passing.any(axis=0), nearest, np.argmin(miss, axis=0))
-    return decoded[choice, np.arange(miss.shape[1])]
+    return np.where(passing.any(axis=0), nearest, np.argmin(miss, axis=0))
 
 
 # ---------------------------------------------------------------- chosen settings
