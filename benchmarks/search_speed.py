@@ -71,8 +71,9 @@ def export_src(rev: str, into: Path) -> Path:
 
 def run(src: Path, args: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], env=env, capture_output=True, text=True)
+    if out.returncode != 0:  # the worker's own error, not only its exit status
+        sys.exit(f"search_speed: the search with {src} failed:\n{out.stderr.strip()}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
