@@ -52,17 +52,18 @@ def direction_rows(metrics: dict, method: str, before: dict | None) -> list[str]
     systems = metrics["transfer"]
     if method not in systems:
         raise SystemExit(f"--method {method}: not in the file (it has {', '.join(sorted(systems))})")
-    dirs = systems[method]["directions"]
-    old = (before or {}).get("transfer", {}).get(method, {}).get("directions", {})
+    now = systems[method]
+    old = None if before is None else before["transfer"].get(method, {})  # a figure the other run lacks reads "—"
+
+    def row(name: str, entry: dict, was: dict | None) -> str:
+        return f"| {name} | " + " | ".join(
+            cell(entry.get(k), None if was is None else was.get(k, math.nan)) for k, _ in COLUMNS) + " |"
+
     lines = ["| direction | " + " | ".join(t for _, t in COLUMNS) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
-    for key in sorted(dirs):
-        was = old.get(key) if before is not None else None
-        lines.append(f"| {label(key)} | " + " | ".join(
-            cell(dirs[key].get(k), None if was is None else was.get(k)) for k, _ in COLUMNS) + " |")
-    mean = systems[method]["mean"]
-    was = (before or {}).get("transfer", {}).get(method, {}).get("mean") if before is not None else None
-    lines.append("| **mean** | " + " | ".join(
-        cell(mean.get(k), None if was is None else was.get(k)) for k, _ in COLUMNS) + " |")
+    for key in sorted(now["directions"]):
+        was = None if old is None else old.get("directions", {}).get(key, {})
+        lines.append(row(label(key), now["directions"][key], was))
+    lines.append(row("**mean**", now["mean"], None if old is None else old.get("mean", {})))
     return lines
 
 

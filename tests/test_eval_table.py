@@ -32,6 +32,19 @@ def test_table_rows_cells_and_before(tmp_path, capsys):
     assert "| copy_style | 0.750 |" in "\n".join(lines)
 
 
+def test_a_direction_the_other_run_lacks_reads_as_a_dash(tmp_path, capsys):
+    table = load_benchmark("eval_table")
+    now, old = tmp_path / "now.json", tmp_path / "old.json"
+    now.write_text(json.dumps(metrics(0.5, 0.25)))
+    fewer = metrics(0.125, 0.0)
+    del fewer["transfer"]["attribute_search"]["directions"]["classical_to_jazz"]
+    old.write_text(json.dumps(fewer))
+    table.main([str(now), "--before", str(old)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| classical → jazz | — → 0.250 | — → 1.000 |")
+    assert lines[3].startswith("| jazz → classical | 0.125 → 0.500 |")
+
+
 def test_bad_file_and_method_name_themselves(tmp_path):
     table = load_benchmark("eval_table")
     bad = tmp_path / "notes.md"
