@@ -9,7 +9,7 @@ import pytest
 
 from midistyle.roll import (LEFT, ONSET, RIGHT, SOUNDING, PieceNotes, RollError, RollSpec, Timing, iter_windows,
                             load_midi, midi_to_roll, note_windows, notes_to_piece, paint_roll, read_notes, read_piece,
-                            roll_to_midi, roll_to_notes, stitch_windows, to_pretty_midi, window_batch)
+                            roll_to_midi, roll_to_notes, stitch_windows, to_pretty_midi, window_bars, window_batch)
 from tests.helpers_params import repo_spec
 from tests.midi_fixtures import piece, scale_piece, tick_piece, to_bytes
 
@@ -112,6 +112,38 @@ def test_three_four_time_gives_twelve_step_bars_and_four_bar_windows():
     assert [w.start for w in windows] == [0, 24, 48, 72, 96]
     assert [w.length for w in windows] == [48, 48, 48, 48, 24]
     assert windows[0].roll.shape == (SPEC.window_steps, 2, 2, 51) and not windows[0].roll[48:].any()
+
+
+@pytest.mark.parametrize("bar, expected", [
+    (16, list(range(0, 64, 16))),  # 4/4: every bar line
+    (12, [0, 12, 24, 36, 48]),  # 3/4: every bar line (two would not fit); the cut last bar (60..64) joins 48
+    (8, list(range(0, 64, 16))),  # 2/4: two bars a group
+    (4, list(range(0, 64, 16))),  # 1/4: four
+    (6, [0, 12, 24, 36, 48]),  # 3/8: two (three would be 18 steps); 60..64 joins 48
+    (32, [0, 32]),  # 4/2: a bar longer than the group stays one
+])
+def test_window_bars_join_short_bars_into_groups_of_at_most_four_beats(bar, expected):
+    total = 64
+    assert window_bars(list(range(0, total, bar)), total, 16) == expected
+
+
+def test_window_bars_keep_a_pickup_and_follow_a_change_of_metre():
+    # a 1/4 pickup, then 4/4 (16 steps) to step 52, then 1/4: the pickup stays its own group
+    lines = [0, 4, 20, 36, 52, 56, 60, 64, 68, 72]
+    assert window_bars(lines, 76, 16) == [0, 4, 20, 36, 52, 68]
+    assert window_bars([], 0, 16) == [] and window_bars([0], 3, 16) == [0]
+
+
+@pytest.mark.parametrize("numerator", [1, 2])
+def test_short_bars_give_the_windows_of_four_four(numerator):
+    """POP909's files are written in 1/4: their windows span as many beats as the same notes' in 4/4."""
+    notes = [(60 + (i % 12), i * 480, (i + 1) * 480) for i in range(4 * 9)]  # 36 beats
+    def windows(meter):
+        pr = midi_to_roll(pretty_midi.PrettyMIDI(io.BytesIO(tick_piece(notes, meters=[(0, meter, 4)]))), SPEC)
+        return [(w.start, w.length) for w in iter_windows(pr, SPEC)], window_batch(pr, SPEC)[1].tolist()
+    common, lengths = windows(4)
+    assert common == [(0, 64), (32, 64), (64, 64), (96, 48), (128, 16)] and lengths == [64, 64, 64, 48, 16]
+    assert windows(numerator) == (common, lengths)
 
 
 def test_empty_windows_are_skipped_and_stitching_inverts_windowing():

@@ -769,8 +769,27 @@ def count_notes(roll: np.ndarray) -> int:
     return int(roll[:, :, ONSET].sum() + carried.sum())
 
 
+def window_bars(bar_starts: list[int], total: int, bar_steps: int) -> list[int]:
+    """The bar lines windows count in: consecutive bars joined so each group holds as many whole bars as fit in
+    ``bar_steps`` (``max_beats_per_bar`` beats), at least one (greedily, from the first bar line); ``total``: the
+    piece's steps, where its last bar ends.
+
+    A bar of 4/4 or 3/4 is a group of its own; bars of 2/4 go two to a group, of 1/4 four: a window of
+    ``bars_per_window`` groups spans about as many beats whatever bar the file writes. Most of the corpus's pop
+    files are written in 1/4, so their two-bar windows held two beats (8 steps, where jazz held 32), and the
+    judge learnt that a short window is pop: classical windows cut to 8 steps were called pop 0.81 of the time.
+    """
+    ends = bar_starts[1:] + [max(total, bar_starts[-1] + 1)] if bar_starts else []
+    out: list[int] = []
+    for start, end in zip(bar_starts, ends):
+        if not out or end - out[-1] > bar_steps:  # this bar would not fit in the group: it starts the next one
+            out.append(start)
+    return out
+
+
 def iter_windows(piece: PieceRoll, spec: RollSpec, hop_bars: int | None = None, keep_empty: bool = False) -> Iterator[Window]:
-    """Windows of ``bars_per_window`` bars starting on bar lines, every ``hop_bars`` bars.
+    """Windows of ``bars_per_window`` bars starting on bar lines, every ``hop_bars`` bars; bars shorter than
+    ``max_beats_per_bar`` beats are counted in groups (:func:`window_bars`).
 
     A window holds as many whole bars as fit in ``window_steps`` (a bar longer
     than that is cut) and is zero-padded to ``window_steps``. Windows with fewer
@@ -779,9 +798,10 @@ def iter_windows(piece: PieceRoll, spec: RollSpec, hop_bars: int | None = None, 
     """
     hop = hop_bars or spec.hop_bars
     total = len(piece.roll)
-    bars = piece.bar_starts + [total]
+    lines = window_bars(piece.bar_starts, total, spec.bar_steps)
+    bars = lines + [total]
     W = spec.window_steps
-    for i in range(0, len(piece.bar_starts), hop):
+    for i in range(0, len(lines), hop):
         start = bars[i]
         if start >= total:
             break
@@ -799,8 +819,9 @@ def iter_windows(piece: PieceRoll, spec: RollSpec, hop_bars: int | None = None, 
 def _candidate_windows(bar_starts: list[int], total: int, spec: RollSpec) -> tuple[np.ndarray, np.ndarray]:
     """(start, length) of every window :func:`iter_windows` considers, before the note count."""
     W = spec.window_steps
-    bars = np.array(bar_starts + [total], np.int64)
-    first = np.arange(0, len(bar_starts), spec.hop_bars)
+    lines = window_bars(bar_starts, total, spec.bar_steps)
+    bars = np.array(lines + [total], np.int64)
+    first = np.arange(0, len(lines), spec.hop_bars)
     first = first[bars[first] < total]  # iter_windows stops at the first bar past the end
     start = bars[first]
     # the last bar line that still fits in W steps, at most bars_per_window bars on, at least one bar
