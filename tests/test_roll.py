@@ -144,6 +144,9 @@ def test_short_bars_give_the_windows_of_four_four(numerator):
     common, lengths = windows(4)
     assert common == [(0, 64), (32, 64), (64, 64), (96, 48), (128, 16)] and lengths == [64, 64, 64, 48, 16]
     assert windows(numerator) == (common, lengths)
+    pr = midi_to_roll(pretty_midi.PrettyMIDI(io.BytesIO(tick_piece(notes, meters=[(0, numerator, 4)]))), SPEC)
+    whole = list(iter_windows(pr, SPEC, hop_bars=SPEC.bars_per_window, keep_empty=True))  # how a piece is stitched
+    assert np.array_equal(stitch_windows([(w.start, w.length, w.roll) for w in whole], len(pr.roll)), pr.roll)
 
 
 def test_empty_windows_are_skipped_and_stitching_inverts_windowing():

@@ -221,6 +221,7 @@ class JudgeParams:
     weight_decay: float = _f(ge=0.0)
     patience: int = _f(ge=1)
     transpose: list[int]  # [low, high]: each training window moved by a random number of semitones in it
+    cut_share: float = _f(ge=0.0, le=1.0)  # share of training windows cut to a random number of beats (augment.cut)
 
     def check(self, where: str) -> None:
         _check_transpose(self.transpose, where)

@@ -21,6 +21,10 @@ A judge of key would let a transfer pass by adding black keys.
 ``test_transposed`` in its metrics is the test split with every window moved
 by a seeded shift in :data:`KEY_CHECK`.
 
+Both members also train on windows cut short (``judge.cut_share``,
+:func:`midistyle.augment.cut`): a transfer keeps its source's window length,
+and a judge that learnt one style's length judges by it.
+
 Both are as accurate on real windows, but the hands member's verdict follows
 notes moved from one hand into the other (benchmarks/judge_hands.py: baroque
 windows moved into the right hand were called renaissance 0.63 of the time), so
@@ -47,7 +51,7 @@ import torch
 from torch import nn
 
 from midistyle import layout
-from midistyle.augment import transpose
+from midistyle.augment import cut, transpose
 from midistyle.errors import UserError
 from midistyle.fitting import FitSettings, class_weights, classification_metrics, fit_selected
 from midistyle.fileio import atomic_write_bytes, atomic_write_json
@@ -156,9 +160,10 @@ def train_judge(index: ShardIndex, jp, seed: int, device: torch.device | str = "
     styles = index.styles
 
     def batches(epoch: int):
-        keys = torch.Generator().manual_seed(seed * 1000 + epoch)  # this epoch's key changes (judge.transpose)
+        keys = torch.Generator().manual_seed(seed * 1000 + epoch)  # this epoch's key changes and cuts
         for b in index.iter_batches("train", jp.batch_size, shuffle=True, seed=seed, epoch=epoch):
-            inputs = (transpose(torch.from_numpy(b.rolls).float(), *jp.transpose, keys), torch.from_numpy(b.lengths).long())
+            x = transpose(torch.from_numpy(b.rolls).float(), *jp.transpose, keys)  # judge.transpose
+            inputs = cut(x, torch.from_numpy(b.lengths).long(), jp.cut_share, index.spec.steps_per_beat, keys)
             yield inputs, torch.from_numpy(b.style.astype(np.int64))
 
     val = index.load_split("val") if val is None else val
