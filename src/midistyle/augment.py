@@ -50,12 +50,11 @@ def cut(x: torch.Tensor, lengths: torch.Tensor, share: float, steps_per_beat: in
     if share == 0:
         return x, lengths
     B, W = x.shape[:2]
+    old = lengths.cpu()
     chosen = torch.rand(B, generator=generator) < share  # (B,)
-    low = MIN_CUT_BEATS * steps_per_beat
-    beats = lengths.cpu() // steps_per_beat  # (B,) whole beats each window holds
-    span = (beats - MIN_CUT_BEATS + 1).clamp(min=1)
+    span = (old // steps_per_beat - MIN_CUT_BEATS + 1).clamp(min=1)  # (B,) lengths a window can draw
     drawn = (MIN_CUT_BEATS + (torch.rand(B, generator=generator) * span).long()) * steps_per_beat  # (B,)
-    new = torch.where(chosen & (lengths.cpu() > low), torch.minimum(drawn, lengths.cpu()), lengths.cpu())
-    new = new.to(lengths.device)
+    # a window of two beats or less draws two beats, so the minimum keeps its own length
+    new = torch.where(chosen, torch.minimum(drawn, old), old).to(lengths.device)
     keep = torch.arange(W, device=x.device)[None, :] < new[:, None]  # (B, W)
     return x * keep[:, :, None, None, None].to(x.dtype), new
