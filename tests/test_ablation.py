@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from midistyle import ablation
-from midistyle.ablation import (BATCH_GRID, BETA_GRID, COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID,
+from midistyle.ablation import (BATCH_GRID, BETA_GRID, BUDGET_GRID, COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID,
                                 SEED_GRID, TRANSFER_COLUMNS, experiment_rows, render, table_lines, write_table)
 
 
@@ -28,7 +28,7 @@ def test_rows_come_from_every_experiment_of_the_json_and_missing_ones_say_so():
     assert "| 0.800 | 0.500 | 0.700 | 1.000 | 0.900 | 300.0 | 2.0 |" in default
     wide = len(COLUMNS) + len(TRANSFER_COLUMNS)
     # no baseline rows: no run of the whole-pipeline grids
-    pipeline_grids = (SCHEDULE_GRID, BETA_GRID, SEED_GRID, BATCH_GRID)
+    pipeline_grids = (SCHEDULE_GRID, BETA_GRID, SEED_GRID, BATCH_GRID, BUDGET_GRID)
     assert text.count("not run") == (len(COLUMNS) * (len(GRID) - 2 + len(LONG_GRID))
                                      + wide * sum(len(grid) for grid in pipeline_grids))
 

@@ -81,10 +81,21 @@ BATCH_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("batch-128", "`train.batch_size=128` (the default since this table)", (ONE_THREAD, "train.batch_size=128")),
     ("batch-128-lr3", "`train.batch_size=128 train.lr=0.003`", (ONE_THREAD, "train.batch_size=128", "train.lr=0.003")),
 )
+# The time budget: the default `dvc repro` must stay within 15 minutes on 2 CPU cores, and on a slow day of the 2-core
+# Xeon it took 16 min 50 s, train_vae 10.5 min of it (24 epochs of 20-26 s). Fewer training windows (epochs; the
+# corpus commands set their own) or a smaller decoder state (fewer FLOPs a window; the corpus profile too), measured on
+# every quality figure. One thread each, two at a time (see LONG_GRID).
+BUDGET_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("budget-ep20", "`train.epochs=20`", (ONE_THREAD, "train.epochs=20")),
+    ("budget-ep18", "`train.epochs=18`", (ONE_THREAD, "train.epochs=18")),
+    ("budget-dec384", "`model.decoder_hidden=384`", (ONE_THREAD, "model.decoder_hidden=384")),
+    ("budget-dec384-ep20", "`model.decoder_hidden=384 train.epochs=20`",
+     (ONE_THREAD, "model.decoder_hidden=384", "train.epochs=20")),
+)
 # name -> (rows, settings of every row, the stages to run: () for the whole pipeline)
 GRIDS = {"design": (GRID, BUDGET, ("train_vae",)), "long": (LONG_GRID, LONG_BUDGET, ("train_vae",)),
          "schedule": (SCHEDULE_GRID, (), ()), "beta": (BETA_GRID, (), ()),
-         "seeds": (SEED_GRID, (), ()), "batch": (BATCH_GRID, (), ())}
+         "seeds": (SEED_GRID, (), ()), "batch": (BATCH_GRID, (), ()), "budget": (BUDGET_GRID, (), ())}
 TRANSFER_COLUMNS = (("search_mean", "attribute_search plausible strength"), ("search_b2r", "baroque → renaissance"),
                     ("search_r2b", "renaissance → baroque"), ("search_gap", "gap closed"))
 HAND_WRITTEN = "<!-- the sections below are written by hand; `python -m midistyle.ablation table` keeps them -->"
@@ -215,6 +226,11 @@ def render(rows: dict[str, dict], kept: dict[tuple[str, str], str] | None = None
                      "its batch size; `batch baseline` is the commit the rows were run from, two threads alone).",
                      columns)
     lines += pipeline_rows(BATCH_GRID, rows, "batch baseline", "its params.yaml", columns, kept)
+    lines += section("Time budget: fewer epochs or a smaller decoder (full budget, the whole pipeline)",
+                     "Rebuild: `python -m midistyle.ablation run --grid budget` (as the schedule grid; `budget "
+                     "baseline` is the commit the rows were run from, its 24 epochs and 512-unit decoder on two "
+                     "threads alone).", columns)
+    lines += pipeline_rows(BUDGET_GRID, rows, "budget baseline", "its params.yaml", columns, kept)
     return "\n".join(lines) + "\n"
 
 
