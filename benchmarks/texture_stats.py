@@ -36,6 +36,8 @@ def texture(path: Path) -> dict[str, float] | None:
     notes = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes]
     if len(beats) < 8 or not notes:
         return None
+    step = beats[-1] - beats[-2]  # the grid stops at the last beat: go on at its pace past the last note's end
+    beats = np.concatenate([beats, np.arange(beats[-1] + step, pm.get_end_time() + 2 * step, step)])
     to_beats = lambda t: np.interp(t, beats, np.arange(len(beats)))  # noqa: E731 - seconds -> beats on the file's grid
     start = to_beats(np.array([n.start for n in notes]))
     end = to_beats(np.array([n.end for n in notes]))
