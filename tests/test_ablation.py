@@ -62,3 +62,12 @@ def test_the_schedule_table_has_the_transfer_figures_and_hand_written_sections_s
     assert "| `baseline` | the commit the rows were run from (deadbee)" in text  # its row: the commit's metrics
     assert "# old tables" not in text and text.endswith(HAND_WRITTEN + "\n\n## by hand\nkept\n")
     assert doc.read_text() == text
+
+
+def test_queued_rows_keep_the_grid_settings_unless_they_set_the_key_themselves(monkeypatch):
+    calls = []
+    monkeypatch.setattr(ablation, "dvc", lambda *args, capture=False: calls.append(args) or "")
+    ablation.queue_grid("schedule")  # every row at 24 epochs, sched-cos18 at its own 18
+    sets = {call[call.index("-n") + 1]: [call[i + 1] for i, a in enumerate(call) if a == "-S"] for call in calls}
+    assert "train.epochs=24" in sets["sched-cos24"] and "train.epochs=18" not in sets["sched-cos24"]
+    assert "train.epochs=18" in sets["sched-cos18"] and "train.epochs=24" not in sets["sched-cos18"]

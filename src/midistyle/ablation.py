@@ -41,15 +41,17 @@ GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("abl-4bar", "4-bar windows (hop 2 bars)", (AR, "extract.bars_per_window=4", "extract.hop_bars=2")),
 )
 # The training grid: the model of its day at 24 epochs, the default then (long-default was the committed run itself,
-# found in DVC's run cache; the default trains 18 since the budget grid below), one change per row. The other rows train on one thread each
-# (two run at a time on two cores: two threads each would oversubscribe them several times over); the thread
-# count can change a model's last bits: with batch 128 one and two threads gave the same metrics, with batch 64 they
-# trained two models as far apart as two seeds (docs/ablation.md, batch grid).
-LONG_BUDGET: tuple[str, ...] = ()
+# found in DVC's run cache; the default trains 18 since the budget grid), one change per row. The other rows train on
+# one thread each (two run at a time on two cores: two threads each would oversubscribe them several times over); the
+# thread count can change a model's last bits: with batch 128 one and two threads gave the same metrics, with batch 64
+# they trained two models as far apart as two seeds (docs/ablation.md, batch grid).
+# The grids below were run when the default trained 24 epochs: every row keeps that (a row's own setting wins).
+EPOCHS_24 = ("train.epochs=24",)
+LONG_BUDGET: tuple[str, ...] = EPOCHS_24
 ONE_THREAD = "train.threads=1"
 LONG_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("long-default", "24 epochs (the default until the time budget), every training window transposed by -5..+6 "
-                     "semitones", ("train.epochs=24",)),
+                     "semitones", ()),
     ("long-notranspose", "no transposition (`train.transpose=[0,0]`)", (ONE_THREAD, "train.transpose=[0,0]")),
     ("long-12ep", "12 epochs (the budget before)", (ONE_THREAD, "train.epochs=12")),
 )
@@ -89,14 +91,14 @@ BATCH_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 BUDGET_GRID: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("budget-ep20", "`train.epochs=20`", (ONE_THREAD, "train.epochs=20")),
     ("budget-ep18", "`train.epochs=18`", (ONE_THREAD, "train.epochs=18")),
-    ("budget-dec384", "`model.decoder_hidden=384`", (ONE_THREAD, "model.decoder_hidden=384")),
+    ("budget-dec384", "`model.decoder_hidden=384`", (ONE_THREAD, "model.decoder_hidden=384", "train.epochs=24")),
     ("budget-dec384-ep20", "`model.decoder_hidden=384 train.epochs=20`",
      (ONE_THREAD, "model.decoder_hidden=384", "train.epochs=20")),
 )
 # name -> (rows, settings of every row, the stages to run: () for the whole pipeline)
 GRIDS = {"design": (GRID, BUDGET, ("train_vae",)), "long": (LONG_GRID, LONG_BUDGET, ("train_vae",)),
-         "schedule": (SCHEDULE_GRID, (), ()), "beta": (BETA_GRID, (), ()),
-         "seeds": (SEED_GRID, (), ()), "batch": (BATCH_GRID, (), ()), "budget": (BUDGET_GRID, (), ())}
+         "schedule": (SCHEDULE_GRID, EPOCHS_24, ()), "beta": (BETA_GRID, EPOCHS_24, ()),
+         "seeds": (SEED_GRID, EPOCHS_24, ()), "batch": (BATCH_GRID, EPOCHS_24, ()), "budget": (BUDGET_GRID, (), ())}
 TRANSFER_COLUMNS = (("search_mean", "attribute_search plausible strength"), ("search_b2r", "baroque → renaissance"),
                     ("search_r2b", "renaissance → baroque"), ("search_gap", "gap closed"))
 HAND_WRITTEN = "<!-- the sections below are written by hand; `python -m midistyle.ablation table` keeps them -->"
@@ -121,7 +123,8 @@ def dvc(*args: str, capture: bool = False) -> str:
 def queue_grid(grid: str = "design") -> None:
     rows, budget, stages = GRIDS[grid]
     for name, _, sets in rows:
-        args = [a for s in (*budget, *sets) for a in ("-S", s)]
+        settings = {s.split("=", 1)[0]: s for s in (*budget, *sets)}  # a row's own value of a key replaces the grid's
+        args = [a for s in settings.values() for a in ("-S", s)]
         dvc("exp", "run", "--queue", "-n", name, *args, *stages)  # upstream stages too, where params change
 
 
@@ -200,9 +203,9 @@ def render(rows: dict[str, dict], kept: dict[tuple[str, str], str] | None = None
     lines += table_rows(GRID, rows, kept=kept)
     lines += ["", BEFORE]
     lines += section("Training length and transposition (full budget)",
-                     "Rebuild: `python -m midistyle.ablation run --grid long` (params.yaml as committed at 24 epochs, one "
-                     "change per row; `long-default` was the committed run of its day, restored from DVC's run cache).",
-                     COLUMNS)
+                     "Rebuild: `python -m midistyle.ablation run --grid long` (params.yaml as committed at 24 "
+                     "epochs, one change per row; `long-default` was the committed run of its day, restored from "
+                     "DVC's run cache).", COLUMNS)
     lines += table_rows(LONG_GRID, rows, kept=kept)
     columns = COLUMNS + TRANSFER_COLUMNS
     lines += section("Learning-rate schedule (full budget, the whole pipeline)",
