@@ -46,17 +46,21 @@ def texture(path: Path) -> dict[str, float] | None:
     start, end, pitch = start[order], end[order], pitch[order]
     duration = end - start
     n_beats = int(np.ceil(start.max())) + 1
-    spans = [np.ptp(pitch[(start >= w) & (start < w + 4)]) for w in range(0, n_beats, 4)
-             if ((start >= w) & (start < w + 4)).sum() >= 2]
+    window = (start // 4).astype(int)  # the 4-beat window each note starts in
+    spans = [np.ptp(pitch[window == w]) for w in np.unique(window) if (window == w).sum() >= 2]
     eps = 1e-6
-    others = (start[None, :] < start[:, None] + eps) & (end[None, :] > start[:, None] + eps)  # (i, j): j sounds at i's start
-    np.fill_diagonal(others, False)
+    # a note starts alone when no earlier-starting note still sounds and none starts with it (sorted by start: a
+    # running maximum of the ends, O(n) memory, not an n x n matrix, as a piece may hold many thousands of notes)
+    held_before = np.concatenate([[-np.inf], np.maximum.accumulate(end)[:-1]])
+    count = np.unique(np.round(start / eps).astype(np.int64), return_counts=True)[1]
+    alone_at_onset = np.repeat(count == 1, count)
+    lone = (held_before <= start + eps) & alone_at_onset
     onset = np.round(start * 4) / 4  # 16th grid
-    top = np.array([pitch[onset == o].max() for o in np.unique(onset)])
+    top = np.maximum.reduceat(pitch, np.unique(onset, return_index=True)[1])  # highest note of each onset
     leaps = np.abs(np.diff(top)) if len(top) > 1 else np.zeros(1)
     return {"notes_per_beat": len(notes) / n_beats, "median_duration": float(np.median(duration)),
             "short_share": float(np.mean(duration <= 0.25 + eps)), "span": float(np.median(spans)) if spans else 0.0,
-            "lone_share": float(np.mean(~others.any(axis=1))), "median_leap": float(np.median(leaps)),
+            "lone_share": float(np.mean(lone)), "median_leap": float(np.median(leaps)),
             "big_leap_share": float(np.mean(leaps > BIG_LEAP))}
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from midistyle import ablation
-from midistyle.ablation import (BATCH_GRID, BETA_GRID, BUDGET_GRID, COLUMNS, GRID, HAND_WRITTEN, LONG_GRID, SCHEDULE_GRID,
-                                SEED_GRID, TRANSFER_COLUMNS, experiment_rows, render, table_lines, write_table)
+from midistyle.ablation import (BATCH_GRID, BETA_GRID, BUDGET_GRID, COLUMNS, GRID, HAND_WRITTEN, LONG_GRID,
+                                SCHEDULE_GRID, SEED_GRID, TRANSFER_COLUMNS, experiment_rows, render, table_lines,
+                                write_table)
 
 
 def _exp(name: str, f1: float) -> dict:
