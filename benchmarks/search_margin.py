@@ -56,7 +56,8 @@ def main() -> None:
     per_alpha = space.per_alpha(model.threshold)
     rows = []
     for source, target, s, t, win, mu in val.directions(args.directions):
-        decoded, miss0, distance, _ = model.search_candidates(mu, win.length, s, t, list(args.alphas), space)
+        decoded, miss0, distance, _ = model.search_candidates(mu, win.length, s, t, list(args.alphas), space,
+                                                              sources=win.rolls)
         if args.rule == "first":
             distance = np.zeros_like(distance)
         C, N = miss0.shape

@@ -76,7 +76,8 @@ def main() -> None:
                 space = replace(val.space, neighbours=max(k, 1),
                                 neighbour_steps=tuple(float(x) for x in steps.split(",")) if k else (),
                                 knn=args.knn or val.space.knn, min_knn_share=share)
-                for step in model.search_steps(mu, win.length, s, t, space.alphas(cap), space, 1.0):
+                for step in model.search_steps(mu, win.length, s, t, space.alphas(cap), space, 1.0,
+                                               sources=win.rolls):
                     pass
                 out = step.windows
                 plain = out.copy() if k == 0 else plain

@@ -25,12 +25,15 @@ source. Test pieces are never read.
                                        [--paths mean_shift transport mean_shift,transport] [--rules typical]
                                        [--percentiles 5,95 10,90] [--caps 2 3 8]
                                        [--checks note_density,polyphony note_density,polyphony,right_hand_share]
-                                       [--key-weights 0 1 3 10] [--right-hand-offsets 0 0,-0.15,-0.3]
+                                       [--key-weights 0 1 3 10] [--melody-weights 0 1 3]
+                                       [--right-hand-offsets 0 0,-0.15,-0.3]
                                        [--directions classical_to_jazz] [--json benchmarks/results/search_paths.json]
 
 ``--key-weights`` add that weight times a candidate's share of note starts whose
 pitch class does not sound in its source window (:func:`out_of_key`, printed as
-"out of key") to the typical rule's distance. ``--checks`` are the sets of texture features (density, polyphony, right-hand
+"out of key") to the typical rule's distance; ``--melody-weights`` take that weight times a
+candidate's melody F1 against its source window from it (a passing candidate that keeps more of the top line is
+nearer). ``--checks`` are the sets of texture features (density, polyphony, right-hand
 share: ms.WINDOW_FEATURES) the search checks; the others are left open.
 ``--percentiles`` are bands of the target's training windows a candidate's
 texture must lie in to pass (transfer.search_percentiles; the
@@ -57,7 +60,7 @@ from midistyle.tuning import split_textures
 from valsearch import ValSearch, write_table
 
 DEFAULT_OFFSETS = ("0,-0.15,0.15", "0,-0.15,0.15,-0.25", "0,-0.15,0.15,-0.25,-0.35", "0,-0.1,0.1,-0.2,0.2,-0.3")
-COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("right hand", "right_hand_offsets", "s"), ("band", "percentiles", "s"), ("texture checked", "checks", "s"), ("rule", "rule", "s"), ("key weight", "key_weight", "g"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
+COLUMNS = [("paths", "paths", "s"), ("offsets", "offsets", "s"), ("right hand", "right_hand_offsets", "s"), ("band", "percentiles", "s"), ("texture checked", "checks", "s"), ("rule", "rule", "s"), ("key weight", "key_weight", "g"), ("melody weight", "melody_weight", "g"), ("α cap", "cap", "g"), ("direction", "direction", "s"),
            ("settled", "settled", ".3f"), ("plausible strength", "plausible_strength", ".3f"), ("judge", "judge_strength", ".3f"),
            ("plausible", "plausible", ".3f"), ("melody F1", "melody_f1", ".3f"), ("chroma", "chroma", ".3f"), ("out of key", "out_of_key", ".3f"), ("density", "density", ".2f"),
            ("polyphony", "polyphony", ".2f"), ("gap closed: density", "gap_density", ".2f"),
@@ -108,6 +111,10 @@ def main() -> None:
     ap.add_argument("--key-weights", type=float, nargs="+", default=[0.0],
                     help="weights of the out-of-key share (a candidate's note starts whose pitch class does not sound "
                          "in the source window) added to the typical pick's texture distance (default: 0, the rule now)")
+    ap.add_argument("--melody-weights", type=float, nargs="+", default=[0.0],
+                    help="weights of a candidate's melody F1 against its source window (ms.melody_f1) taken from the "
+                         "typical pick's texture distance: the passing candidate that keeps more of the top line "
+                         "(default: 0, texture alone; transfer.search_melody_weight is the search's)")
     ap.add_argument("--directions", nargs="+",
                     help="only these directions, as source_to_target (default: every direction)")
     ap.add_argument("--json", default="benchmarks/results/search_picker.json")
@@ -136,12 +143,17 @@ def main() -> None:
         per_alpha = space.per_alpha(model.threshold)
         for source, target, s, t, win, mu in val.directions(args.directions):
             cap = fixed if fixed is not None else float(caps[f"{source}_to_{target}"])
-            decoded, miss, distance, _ = model.search_candidates(mu, win.length, s, t, space.alphas(cap), space)
+            decoded, miss, distance, _ = model.search_candidates(mu, win.length, s, t, space.alphas(cap),
+                                                                 replace(space, melody_weight=0.0))
             C, N = miss.shape
             judged, plaus, features = val.judged(decoded, win.length, target)
             off_key = out_of_key(decoded, win.rolls, model.spec.pitch_low)  # (C, N)
-            for rule, key_weight in [(r, w) for r in args.rules for w in (args.key_weights if r == "typical" else [0.0])]:
-                dist = distance + key_weight * np.nan_to_num(off_key) if rule == "typical" else np.zeros_like(distance)
+            kept = ms.window_melody_f1(win.rolls[None], decoded)  # (C, N) each candidate's melody F1
+            typical = [(w, m) for w in args.key_weights for m in args.melody_weights]
+            for rule, (key_weight, melody_weight) in [(r, wm) for r in args.rules
+                                                      for wm in (typical if r == "typical" else [(0.0, 0.0)])]:
+                dist = (distance + key_weight * np.nan_to_num(off_key) - melody_weight * kept if rule == "typical"
+                        else np.zeros_like(distance))
                 pick = pick_candidates(np.arange(C)[:, None].repeat(N, 1), miss, dist, per_alpha)
                 at = (pick, np.arange(N))
                 got = features[at]
@@ -153,7 +165,7 @@ def main() -> None:
                                                           decoded[pick[n], n][: win.length[n]], bars,
                                                           model.spec.pitch_low) for n in range(N)])
                 rows.append({"paths": paths, "offsets": offsets, "right_hand_offsets": right_hand, "percentiles": band, "checks": checks, "rule": rule,
-                             "key_weight": key_weight, "out_of_key": float(np.nanmean(off_key[at])),
+                             "key_weight": key_weight, "melody_weight": melody_weight, "out_of_key": float(np.nanmean(off_key[at])),
                              "direction": f"{source}_to_{target}",
                              "cap": cap, "settled": float((miss == 0).any(axis=0).mean()),
                              "plausible_strength": float((judged[at] & plaus[at]).mean()),

@@ -80,13 +80,13 @@ def main() -> None:
         paths_only = replace(space, neighbour_steps=(), min_knn_share=0.0)  # the plain checks: what the judge refuses
         alphas = space.alphas(float(caps[f"{source}_to_{target}"]))
         alpha_of, previous = np.zeros(n), None
-        for step in model.search_steps(mu, lengths, s, t, alphas, space, 1.0):
+        for step in model.search_steps(mu, lengths, s, t, alphas, space, 1.0, sources=win.rolls):
             moved = np.ones(n, bool) if previous is None else (step.path_windows != previous).reshape(n, -1).any(1)
             alpha_of[moved] = step.alpha  # the alpha whose candidate is each window's path choice
             previous = step.path_windows.copy()
         chosen = step.windows
         neighbour = (chosen != step.path_windows).reshape(n, -1).any(1)
-        for step in model.search_steps(mu, lengths, s, t, alphas, paths_only, 1.0):
+        for step in model.search_steps(mu, lengths, s, t, alphas, paths_only, 1.0, sources=win.rolls):
             pass
         path = step.path_windows
         judged, plaus, _ = val.judged(chosen[None], lengths, target)

@@ -51,7 +51,8 @@ rows = rows[:: max(len(rows) // a["windows"], 1)][: a["windows"]]
 mu = model.encode_arrays(val.rolls[rows], val.lengths[rows])
 digest = hashlib.sha256()
 t0 = time.perf_counter()
-for step in model.search_steps(mu, val.lengths[rows], source, target, space.alphas(a["cap"]), space, 1.0):
+for step in model.search_steps(mu, val.lengths[rows], source, target, space.alphas(a["cap"]), space, 1.0,
+                               sources=val.rolls[rows]):
     digest.update(step.windows.tobytes()); digest.update(step.holds.tobytes())
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -177,6 +177,14 @@ def test_melody_f1_of_identical_shifted_and_empty_rolls():
     # extra notes below the tune leave it intact
     chords = tune | roll_of([(0, 2, 2 * i, 2 * i + 2) for i in range(8)], T=16)
     assert ms.melody_f1(tune, chords) == 1.0
+    # many pairs at once: the same figures, 0 where neither has a top line
+    pairs = [(tune, tune), (tune, up), (tune, half), (tune, chords), (tune, left_only), (left_only, left_only)]
+    got = ms.window_melody_f1(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]))
+    assert got.tolist() == pytest.approx([1.0, 0.0, 2 * 4 / (8 + 4), 1.0, 0.0, 0.0])
+    rng = np.random.default_rng(3)
+    a, b = rng.random((2, 5, 16, 2, 2, P)) < 0.1
+    assert ms.window_melody_f1(a, b).tolist() == pytest.approx(
+        [np.nan_to_num(ms.melody_f1(x, y)) for x, y in zip(a, b)])
 
 
 def test_plausible_strength_needs_the_judge_and_the_range_and_a_silent_window_misses():

@@ -26,7 +26,7 @@ from midistyle.transfer import (
     pick_candidates,
     transfer_stage,
 )
-from midistyle.musicstats import WINDOW_FEATURES, window_features
+from midistyle.musicstats import WINDOW_FEATURES, window_features, window_melody_f1
 from tests.helpers_params import repo_spec
 from tests.helpers_style import STYLES, Project, one_thread, tiny_params, transfer_settings
 from tests.midi_fixtures import tick_piece
@@ -246,10 +246,11 @@ def test_missing_models_are_user_errors(project, tmp_path):
 
 # ---------------------------------------------------------------- attribute_search
 def _space(model, bounds=((0.0, 100.0),) * 4, min_probability=0.5, medians=(2.0,) * 4,
-           paths=("mean_shift",), right_hand=(0.0,), neighbour_steps=(), neighbours=1, knn=4, min_knn_share=0.0):
+           paths=("mean_shift",), right_hand=(0.0,), neighbour_steps=(), neighbours=1, knn=4, min_knn_share=0.0,
+           melody_weight=0.0):
     return SearchSpace((0.5, 1.0, 2.0), paths, (0.0, -0.15, 0.15), right_hand, {s: bounds for s in model.styles},
                        min_probability, {s: medians for s in model.styles}, neighbour_steps, neighbours, knn,
-                       min_knn_share)
+                       min_knn_share, melody_weight)
 
 
 def test_search_space_tries_alphas_up_to_the_cap_and_thresholds_nearest_first(model):
@@ -372,7 +373,8 @@ def test_attribute_search_keeps_the_gentlest_passing_candidate(model, project, m
     # tune_transfer's sweep over caps: each cap's windows are what the search under that cap writes
     from types import SimpleNamespace
     from midistyle.tuning import search_sweep
-    swept, swept_holds, _ = search_sweep(model, SimpleNamespace(length=lengths), mu, s, t, [0.5, 1.0, 2.0], wide)
+    swept, swept_holds, _ = search_sweep(model, SimpleNamespace(length=lengths, rolls=np.stack([w.roll for w in windows])),
+                                         mu, s, t, [0.5, 1.0, 2.0], wide)
     for g, cap in enumerate([0.5, 1.0, 2.0]):
         job = Job("attribute_search", s, t, transfer_settings(alpha=cap, search=wide))
         rolls, cap_holds = model.search(mu, lengths, job)
@@ -496,6 +498,29 @@ def test_attribute_search_tries_every_path_at_every_alpha(model, project):
         SearchSpace.from_json(old)
 
 
+def test_a_melody_weight_picks_the_passing_candidate_that_keeps_more_of_the_source_top_line(model, project):
+    piece = read_piece(project.raw / "calm" / "piece0.mid", model.spec)
+    windows = [w for w in piece_windows(piece, model.spec) if w.notes]
+    mu, lengths = model.encode(windows), np.array([w.length for w in windows])
+    sources = np.stack([w.roll for w in windows])
+    s, t = model.style_index("calm"), model.style_index("busy")
+    plain, weighted = _space(model), _space(model, melody_weight=5.0)
+    decoded, miss, distance, _ = model.search_candidates(mu, lengths, s, t, plain.alphas(2.0), plain)
+    kept = window_melody_f1(sources[None], decoded)  # (C, N)
+    _, miss_w, distance_w, _ = model.search_candidates(mu, lengths, s, t, plain.alphas(2.0), weighted, sources=sources)
+    assert np.array_equal(miss_w, miss) and np.allclose(distance_w, distance - 5.0 * kept)
+    job = Job("attribute_search", s, t, transfer_settings(alpha=2.0, search=weighted))
+    got, _ = model.search(mu, lengths, job, sources=sources)
+    assert np.array_equal(got, pick_candidates(decoded, miss, distance - 5.0 * kept, 3))
+    mine = window_melody_f1(sources, got)
+    before = window_melody_f1(sources, model.search(mu, lengths, dataclasses.replace(job, settings=transfer_settings(
+        alpha=2.0, search=plain)))[0])
+    assert mine.mean() >= before.mean()
+    with pytest.raises(ValueError, match="needs the source windows"):
+        model.search(mu, lengths, job)
+    assert SearchSpace.from_json(weighted.to_json()) == weighted
+
+
 def test_notes_held_over_a_window_start_are_tied_where_the_later_window_holds_them():
     from midistyle.roll import roll_to_notes
     from midistyle.transfer import tie_windows
@@ -571,5 +596,5 @@ def test_windows_no_path_settles_take_the_neighbour_moves_towards_real_target_wi
     assert np.array_equal(model.search(mu, lengths, job)[0], after)
     from types import SimpleNamespace
     from midistyle.tuning import search_sweep  # tune_transfer chooses the cap on the path moves alone
-    swept, _, paths_only = search_sweep(model, SimpleNamespace(length=lengths), mu, s, t, [2.0], space)
+    swept, _, paths_only = search_sweep(model, SimpleNamespace(length=lengths, rolls=None), mu, s, t, [2.0], space)
     assert np.array_equal(swept[0], after) and np.array_equal(paths_only[0], before)

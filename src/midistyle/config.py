@@ -152,6 +152,7 @@ class ModelParams:
 
 
 MAX_SEARCH_NEIGHBOURS = 16  # transfer.search_neighbours: each adds a decoding per neighbour step
+MAX_MELODY_WEIGHT = 100.0  # transfer.search_melody_weight: past the texture distance of any passing candidate
 MAX_SEARCH_KNN = 256  # transfer.search_knn: sampled training latents that vote on each re-encoded candidate
 MAX_REGION_SAMPLES = 65536  # classifier.region_samples: at most this many training latents per style in its checkpoint
 MAX_TRANSPOSE = 24  # train, classifier and judge .transpose: at most two octaves either way
@@ -251,6 +252,8 @@ class TransferParams:
     search_neighbours: int = _f(ge=1, le=MAX_SEARCH_NEIGHBOURS)  # attribute_search: nearest target latents per step
     search_knn: int = _f(ge=1, le=MAX_SEARCH_KNN)  # attribute_search: training latents that vote on a candidate
     search_min_knn_share: float = _f(ge=0.0, le=1.0)  # attribute_search: their least target share (0: no vote)
+    search_melody_weight: float = _f(ge=0.0, le=MAX_MELODY_WEIGHT)  # attribute_search: of the passing candidates, the
+                                  # one nearest the target's median texture less this times its melody F1 with the source
     hold_threshold_grid: list[float]  # first-frame P(onset) thresholds under which a note sounding on is tied,
                                       # tried on the val pieces' reconstructions (ascending, each in (0, 1])
     target_strength: float = _f(gt=0.0, le=1.0)

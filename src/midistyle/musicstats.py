@@ -278,3 +278,20 @@ def melody_f1(a: np.ndarray, b: np.ndarray) -> float:
     if total == 0:
         return float("nan")
     return float(2 * len(la & lb) / total)
+
+
+def window_melody_f1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`melody_f1` of many pairs at once: rolls ``a`` and ``b`` (..., T, 2, 2, P) -> (...) F1 of ``b``'s top
+    line against ``a``'s, 0 (not ``nan``) where neither has one: what attribute_search weighs its candidates by."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+
+    def line(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        right = roll[..., RIGHT, :, :]  # (..., T, 2 channels, P)
+        starts = right[..., ONSET, :].any(axis=-1)  # (..., T) the steps the right hand starts a note on
+        keys = right[..., SOUNDING, :] | right[..., ONSET, :]  # (..., T, P)
+        return starts, keys.shape[-1] - 1 - np.argmax(keys[..., ::-1], axis=-1)  # and the highest key (..., T)
+
+    (start_a, high_a), (start_b, high_b) = line(a), line(b)
+    both = (start_a & start_b & (high_a == high_b)).sum(axis=-1)
+    total = start_a.sum(axis=-1) + start_b.sum(axis=-1)
+    return np.where(total > 0, 2 * both / np.maximum(total, 1), 0.0)

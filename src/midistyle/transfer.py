@@ -60,7 +60,9 @@ Ways to move the latent (:data:`METHODS`, plus ``reconstruction``: no move):
   style's **training** windows (:class:`SearchSpace`). A window keeps, at the
   smallest alpha where any of its candidates passes, the passing one whose texture
   lies nearest the target's median training window (the most typical texture
-  among equally gentle moves); when none passes, the candidate that misses least
+  among equally gentle moves), its distance lessened by ``transfer.search_melody_weight``
+  times its melody F1 with the source window (:meth:`SearchSpace.pick_distance`: of
+  passing candidates, the one that keeps more of the tune); when none passes, the candidate that misses least
   (a silent candidate misses by infinity: a sounding window comes back silent
   only when every candidate is).
   The judge takes no part: it only evaluates.
@@ -151,6 +153,8 @@ class SearchSpace:
     neighbours: int  # transfer.search_neighbours: the nearest target training latents each fallback step aims at
     knn: int  # transfer.search_knn: the sampled training latents, of every style, nearest a re-encoded candidate
     min_knn_share: float  # transfer.search_min_knn_share: the least (style-balanced) share of them from the target
+    melody_weight: float  # transfer.search_melody_weight: the melody F1 with the source, taken from a passing
+    # candidate's texture distance (0: texture alone)
 
     def alphas(self, cap: float) -> list[float]:
         """The alphas tried under a cap, ascending: the grid's up to ``cap``, and ``cap`` itself."""
@@ -179,7 +183,7 @@ class SearchSpace:
                 "min_probability": self.min_probability,
                 "texture_medians": {k: list(v) for k, v in self.texture_medians.items()},
                 "neighbour_steps": list(self.neighbour_steps), "neighbours": self.neighbours,
-                "knn": self.knn, "min_knn_share": self.min_knn_share}
+                "knn": self.knn, "min_knn_share": self.min_knn_share, "melody_weight": self.melody_weight}
 
     @classmethod
     def from_json(cls, data: dict) -> "SearchSpace":
@@ -198,7 +202,19 @@ class SearchSpace:
                    float(data["min_probability"]),
                    {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()},
                    tuple(float(x) for x in data["neighbour_steps"]), int(data["neighbours"]), int(data["knn"]),
-                   float(data["min_knn_share"]))
+                   float(data["min_knn_share"]), float(data["melody_weight"]))
+
+    def pick_distance(self, features: np.ndarray, style: str, decoded: np.ndarray, sources: Optional[np.ndarray]
+                      ) -> np.ndarray:
+        """(N,) what the pick among passing candidates minimises: :meth:`texture_distance` of the candidates'
+        features (N, F), less ``melody_weight`` times the melody F1 of each candidate (N, W, 2, 2, P) against its
+        source window (N, W, 2, 2, P; :func:`~midistyle.musicstats.window_melody_f1`)."""
+        distance = self.texture_distance(features, style)
+        if self.melody_weight == 0:
+            return distance
+        if sources is None:
+            raise ValueError("attribute_search with a melody weight needs the source windows")
+        return distance - self.melody_weight * ms.window_melody_f1(sources, decoded)
 
     def texture_distance(self, features: np.ndarray, style: str) -> np.ndarray:
         """(N,) how far window features (N, F) lie from ``style``'s median training window, in band widths
@@ -449,10 +465,11 @@ class StyleTransfer:
                 moved, moved_holds = self.decode_windows(torch.cat([self._moved(mu, job) for job in plain]),
                                                          [self.threshold])
             lengths = np.array([w.length for w in flat])
+            sources = np.stack([w.roll for w in flat]) if any(j.method == "attribute_search" for j in jobs) else None
             parts, i = [], 0
             for job in jobs:
                 if job.method == "attribute_search":
-                    parts.append(self.search(mu, lengths, job))
+                    parts.append(self.search(mu, lengths, job, sources=sources))
                 else:
                     rows = slice(i * len(flat), (i + 1) * len(flat))
                     parts.append((moved[0][rows], moved_holds[rows]))
@@ -471,21 +488,24 @@ class StyleTransfer:
         return out
 
     # ------------------------------------------------------------ attribute_search
-    def search(self, mu: torch.Tensor, lengths: np.ndarray, job: Job) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, mu: torch.Tensor, lengths: np.ndarray, job: Job, sources: Optional[np.ndarray] = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """``attribute_search``: per window :func:`pick_candidates`'s choice (module docstring), as decoded
         windows (N, W, 2, 2, P) cleared past each window's length, with their holds (N, 2, P)
-        (:meth:`decode_windows`)."""
+        (:meth:`decode_windows`). ``sources`` (N, W, 2, 2, P): the windows ``mu`` encodes, which a search with a
+        melody weight needs (:meth:`SearchSpace.pick_distance`)."""
         space = job.settings.search
         if job.settings.alpha == 0:  # strength 0: the plain reconstruction
             rolls, holds = self.decode_windows(mu, [self.threshold])
             return rolls[0], holds
         for step in self.search_steps(mu, lengths, job.source, job.target, space.alphas(job.settings.alpha), space,
-                                      job.settings.reach):
+                                      job.settings.reach, sources=sources):
             pass
         return step.windows, step.holds
 
     def search_steps(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
-                     space: SearchSpace, reach: float) -> Iterator["SearchStep"]:
+                     space: SearchSpace, reach: float, sources: Optional[np.ndarray] = None
+                     ) -> Iterator["SearchStep"]:
         """attribute_search alpha by alpha (``alphas`` ascending): after each, every window's choice under that
         alpha as the cap (:class:`SearchStep`; its path-move arrays are updated in place by the next alpha).
 
@@ -499,10 +519,12 @@ class StyleTransfer:
         for alpha in alphas:  # one alpha's thresholds at a time: :func:`pick_candidates`
             todo = ladder.todo
             if len(todo):
-                ladder.climb(self.candidates(mu[todo], lengths[todo], source, target, alpha, space, lazy=True))
+                ladder.climb(self.candidates(mu[todo], lengths[todo], source, target, alpha, space, lazy=True,
+                                             sources=rows_of(sources, todo)))
                 todo = ladder.todo
                 if near is None and len(todo) and space.neighbour_steps and reach > 0:
-                    near = (todo, *self.neighbour_choice(mu[todo], lengths[todo], source, target, space, reach))
+                    near = (todo, *self.neighbour_choice(mu[todo], lengths[todo], source, target, space, reach,
+                                                         sources=rows_of(sources, todo)))
             windows, window_holds = ladder.windows, ladder.holds
             if near is not None and len(todo):
                 rows, near_windows, near_holds, near_miss = near
@@ -513,11 +535,12 @@ class StyleTransfer:
             yield SearchStep(alpha, windows, window_holds, ladder.windows)
 
     def search_candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alphas: list[float],
-                          space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                          space: SearchSpace, sources: Optional[np.ndarray] = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate for every window, alphas (ascending) outside, then paths, then thresholds (the
         checkpoint's first) inside: decoded (C, N, W, 2, 2, P), miss (C, N), texture distance (C, N) and holds
         (C, N, 2, P) (what tune_transfer sweeps)."""
-        cands = [c for a in alphas for c in self.candidates(mu, lengths, source, target, a, space)]
+        cands = [c for a in alphas for c in self.candidates(mu, lengths, source, target, a, space, sources=sources)]
         return tuple(np.stack([c[k] for c in cands]) for k in range(4))
 
     def path_vectors(self, mu: torch.Tensor, source: int, target: int, paths: tuple[str, ...]) -> list[torch.Tensor]:
@@ -541,7 +564,7 @@ class StyleTransfer:
         return out
 
     def candidates(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, alpha: float,
-                   space: SearchSpace, lazy: bool = False
+                   space: SearchSpace, lazy: bool = False, sources: Optional[np.ndarray] = None
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """The candidates of one alpha, one per path and threshold of ``space`` (paths outside, the checkpoint's
         threshold first inside): the path's move at ``alpha`` decoded at the threshold, cleared past each
@@ -549,13 +572,14 @@ class StyleTransfer:
         classifier assigns it to the target with at least ``space.min_probability`` (else +1), and its texture
         (:data:`~midistyle.musicstats.WINDOW_FEATURES`) lies inside the target's training band (else + the distance
         outside it, in band widths; a silent window misses by inf);
-        its texture's distance from the target's median (N,) (:meth:`SearchSpace.texture_distance`); and its
+        what the pick among passing ones minimises (N,): its texture's distance from the target's median, less
+        the melody weight times its melody F1 with the source window (:meth:`SearchSpace.pick_distance`); and its
         holds (N, 2, P) (:meth:`decode_windows`). ``lazy``: only the misses that decide the search's choice
         (:meth:`classifier_misses`)."""
         if source == target:
             raise UserError("attribute_search: the source and target styles are the same")
         return self.tested([mu + alpha * d for d in self.path_vectors(mu, source, target, space.paths)], lengths,
-                           target, space, lazy)
+                           target, space, lazy, sources)
 
     def neighbour_vectors(self, mu: torch.Tensor, source: int, target: int, k: int) -> list[torch.Tensor]:
         """The moves d (N, Z) from each latent ``mu`` (N, Z) to the ``k`` latents of the target's sampled training
@@ -566,7 +590,8 @@ class StyleTransfer:
         return [bank[nearest[:, i]] - mu for i in range(nearest.shape[1])]
 
     def neighbour_choice(self, mu: torch.Tensor, lengths: np.ndarray, source: int, target: int, space: SearchSpace,
-                         reach: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         reach: float, sources: Optional[np.ndarray] = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The neighbour moves (module docstring) at ``reach`` times each step: per window, at the smallest step
         where one passes, the passing one nearest the target's median texture, else the first that misses least
         (:func:`pick_candidates` over every step): decoded windows (N, W, 2, 2, P), holds (N, 2, P) and the
@@ -577,11 +602,11 @@ class StyleTransfer:
             todo = ladder.todo
             if len(todo):
                 ladder.climb(self.tested([mu[todo] + reach * step * d[todo] for d in moves], lengths[todo], target,
-                                         space, lazy=True))
+                                         space, lazy=True, sources=rows_of(sources, todo)))
         return ladder.windows, ladder.holds, ladder.miss
 
-    def tested(self, latents: list[torch.Tensor], lengths: np.ndarray, target: int, space: SearchSpace, lazy: bool
-               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def tested(self, latents: list[torch.Tensor], lengths: np.ndarray, target: int, space: SearchSpace, lazy: bool,
+               sources: Optional[np.ndarray] = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Candidates of ``latents`` (each (N, Z)), latents outside, ``space``'s thresholds (the checkpoint's first)
         inside: what :meth:`candidates` returns for them."""
         inside = np.arange(self.spec.window_steps)[:, None, None, None] < np.asarray(lengths)[:, None, None, None, None]
@@ -595,7 +620,7 @@ class StyleTransfer:
             silent = ~dec.reshape(len(dec), -1).any(axis=1)  # a sounding source window: never silence while
             # a candidate has notes, however far their texture lies from the band
             textures.append(np.where(silent, np.inf, texture_miss(features, bounds)))
-            distances.append(space.texture_distance(features, self.styles[target]))
+            distances.append(space.pick_distance(features, self.styles[target], dec, sources))
         miss = self.classifier_misses([dec for dec, _ in decoded], lengths, target, np.stack(textures), space, lazy)
         return [(dec, miss[c], distances[c], holds) for c, (dec, holds) in enumerate(decoded)]
 
@@ -727,6 +752,11 @@ class SearchStep:
     windows: np.ndarray  # (N, W, 2, 2, P) the choice: a path move's, else the neighbour moves' where they miss no more
     holds: np.ndarray  # (N, 2, P) its holds
     path_windows: np.ndarray  # (N, W, 2, 2, P) the choice among path moves alone (tune_transfer chooses the cap on it)
+
+
+def rows_of(sources: Optional[np.ndarray], rows: np.ndarray) -> Optional[np.ndarray]:
+    """The source windows of ``rows`` (None: none given)."""
+    return None if sources is None else sources[rows]
 
 
 def stitch_tied(windows: list[tuple[int, int, np.ndarray]], holds, total_steps: int, n_pitches: int) -> np.ndarray:

@@ -121,7 +121,8 @@ def search_space(index: ShardIndex, tp) -> SearchSpace:
                        tuple(tp.search_right_hand_offsets),
                        {s: tuple(map(tuple, b.tolist())) for s, b in bounds.items()}, tp.search_min_probability,
                        {s: tuple(m.tolist()) for s, m in medians.items()},
-                       tuple(tp.search_neighbour_steps), tp.search_neighbours, tp.search_knn, tp.search_min_knn_share)
+                       tuple(tp.search_neighbour_steps), tp.search_neighbours, tp.search_knn, tp.search_min_knn_share,
+                       tp.search_melody_weight)
 
 
 # ---------------------------------------------------------------- the hold threshold
@@ -216,7 +217,7 @@ def search_sweep(model: StyleTransfer, windows: SourceWindows, mu: torch.Tensor,
     melody kept 0.435 -> 0.332), where they are meant for the windows no path move settles."""
     alphas = sorted({float(a) for a in grid} | set(space.alphas(max(grid))))
     at: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for step in model.search_steps(mu, windows.length, source, target, alphas, space, 1.0):
+    for step in model.search_steps(mu, windows.length, source, target, alphas, space, 1.0, sources=windows.rolls):
         at[step.alpha] = (step.windows.copy(), step.holds.copy(), step.path_windows.copy())
     return tuple(np.stack([at[float(c)][k] for c in grid]) for k in range(3))
 
