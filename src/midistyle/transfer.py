@@ -538,8 +538,8 @@ class StyleTransfer:
                           space: SearchSpace, sources: Optional[np.ndarray] = None
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate for every window, alphas (ascending) outside, then paths, then thresholds (the
-        checkpoint's first) inside: decoded (C, N, W, 2, 2, P), miss (C, N), texture distance (C, N) and holds
-        (C, N, 2, P) (what tune_transfer sweeps)."""
+        checkpoint's first) inside: decoded (C, N, W, 2, 2, P), miss (C, N), pick distance (C, N;
+        :meth:`SearchSpace.pick_distance`) and holds (C, N, 2, P) (what tune_transfer sweeps)."""
         cands = [c for a in alphas for c in self.candidates(mu, lengths, source, target, a, space, sources=sources)]
         return tuple(np.stack([c[k] for c in cands]) for k in range(4))
 
