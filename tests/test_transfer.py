@@ -519,6 +519,9 @@ def test_a_melody_weight_picks_the_passing_candidate_that_keeps_more_of_the_sour
     with pytest.raises(ValueError, match="needs the source windows"):
         model.search(mu, lengths, job)
     assert SearchSpace.from_json(weighted.to_json()) == weighted
+    for bad in (-1.0, 101.0):  # a hand-edited settings file: the weight keeps its bounds
+        with pytest.raises(ValueError, match="melody_weight"):
+            SearchSpace.from_json({**weighted.to_json(), "melody_weight": bad})
 
 
 def test_notes_held_over_a_window_start_are_tied_where_the_later_window_holds_them():

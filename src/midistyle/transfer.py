@@ -97,7 +97,8 @@ from tqdm import tqdm
 
 from midistyle import layout
 from midistyle.classifier import LatentClassifier, StyleRegions, load_classifier
-from midistyle.config import MAX_GUIDED_STEPS, MAX_STRENGTH, SEARCH_PATHS, TRANSFER_METHODS
+from midistyle.config import (MAX_GUIDED_STEPS, MAX_MELODY_WEIGHT, MAX_STRENGTH, SEARCH_PATHS,
+                              TRANSFER_METHODS)
 from midistyle.directions import Direction
 from midistyle.errors import UserError
 from midistyle.extract import read_manifest as read_raw_manifest
@@ -191,6 +192,9 @@ class SearchSpace:
         unknown = [p for p in paths if p not in SEARCH_PATHS]
         if unknown or not paths:
             raise ValueError(f"search paths {list(paths)}; known: {list(SEARCH_PATHS)}")
+        melody_weight = float(data["melody_weight"])
+        if not 0 <= melody_weight <= MAX_MELODY_WEIGHT:
+            raise ValueError(f"melody_weight {melody_weight:g}; from 0 to {MAX_MELODY_WEIGHT:g}")
         n = len(ms.WINDOW_FEATURES)
         if any(len(v) != n for v in [*data["texture_bounds"].values(), *data["texture_medians"].values()]):
             raise ValueError(f"texture of other features than the {n} of this version "
@@ -202,7 +206,7 @@ class SearchSpace:
                    float(data["min_probability"]),
                    {k: tuple(float(x) for x in v) for k, v in data["texture_medians"].items()},
                    tuple(float(x) for x in data["neighbour_steps"]), int(data["neighbours"]), int(data["knn"]),
-                   float(data["min_knn_share"]), float(data["melody_weight"]))
+                   float(data["min_knn_share"]), melody_weight)
 
     def pick_distance(self, features: np.ndarray, style: str, decoded: np.ndarray, sources: Optional[np.ndarray]
                       ) -> np.ndarray:
